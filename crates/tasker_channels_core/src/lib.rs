@@ -1,0 +1,7 @@
+//! tasker_channels_core: every bounded channel a Tasker worker runs on, sized and governed by
+//! layered TOML configuration, monitored, and bridged into an in-process event bus.
+//!
+//! This crate knows nothing of Ruby; the `tasker_channels` extension is a thin binding over it.
+
+pub mod config;
+pub mod policy;
