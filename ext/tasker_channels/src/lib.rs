@@ -1,1 +1,18 @@
+//! The `tasker_channels` Ruby extension: a thin magnus binding over `tasker_channels_core`.
+//!
+//! Each module here converts between Ruby and the core's public API and nothing more; the
+//! logic (config, channels, monitoring, event routing) lives in the core crate.
 
+mod errors;
+
+use magnus::{prelude::*, Error, Ruby};
+
+#[magnus::init]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let tasker = ruby.define_module("Tasker")?;
+    let channels = tasker.define_module("Channels")?;
+    channels.const_set("NATIVE_VERSION", env!("CARGO_PKG_VERSION"))?;
+    errors::define(ruby, tasker)?;
+    errors::define_testing_hooks(ruby, channels)?;
+    Ok(())
+}
