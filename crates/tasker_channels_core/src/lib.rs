@@ -4,4 +4,5 @@
 //! This crate knows nothing of Ruby; the `tasker_channels` extension is a thin binding over it.
 
 pub mod config;
+pub mod payload;
 pub mod policy;

@@ -4,6 +4,8 @@
 //! logic (config, channels, monitoring, event routing) lives in the core crate.
 
 mod errors;
+mod gvl;
+mod payload_conversion;
 
 use magnus::{prelude::*, Error, Ruby};
 

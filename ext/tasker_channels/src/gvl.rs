@@ -1,0 +1,122 @@
+//! Running Rust code without the GVL, interruptibly.
+//!
+//! Owns the one way this extension waits: release the GVL, run a Rust closure that may block,
+//! let Ruby's unblock function wake it, then take the GVL back and let Ruby deliver any pending
+//! `Thread#kill`, `Thread#raise`, `Timeout` or signal. It must never touch a Ruby object while
+//! the GVL is released, and never let a panic unwind through Ruby's C frames.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use magnus::Error;
+use rb_sys::{rb_thread_call_without_gvl2, rb_thread_check_ints};
+
+/// The longest a single GVL-free wait lasts before Ruby gets to check for interrupts.
+/// Measured on Ruby 3.1: a wait that began while another Ruby thread was alive can miss
+/// SIGINT if that thread exits meanwhile; returning to Ruby this often bounds the delay.
+pub const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+struct Call<F, R, U> {
+    body: Option<F>,
+    unblock: U,
+    result: Option<Result<R, Box<dyn Any + Send>>>,
+}
+
+unsafe extern "C" fn run_body<F, R, U>(data: *mut c_void) -> *mut c_void
+where
+    F: FnOnce() -> R,
+{
+    let call = &mut *(data as *mut Call<F, R, U>);
+    if let Some(body) = call.body.take() {
+        call.result = Some(catch_unwind(AssertUnwindSafe(body)));
+    }
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn run_unblock<F, R, U>(data: *mut c_void)
+where
+    U: Fn(),
+{
+    let call = &*(data as *const Call<F, R, U>);
+    // A panic here would abort inside Ruby's signal path; swallow it, the waiter will
+    // still return at the end of its slice.
+    let _ = catch_unwind(AssertUnwindSafe(|| (call.unblock)()));
+}
+
+/// Runs `body` with the GVL released. `unblock` is what Ruby calls, from another thread, to
+/// wake `body` early (on `Thread#kill`, `Thread#raise`, a signal, or VM shutdown); it must
+/// make `body` return promptly and must not block.
+///
+/// Returns `None` when Ruby had an interrupt pending and did not run `body` at all.
+/// A panic inside `body` is carried across the C frames and resumed here, with the GVL held,
+/// for the caller's panic guard to turn into a Ruby exception.
+pub fn without_gvl<F, R, U>(body: F, unblock: U) -> Option<R>
+where
+    F: FnOnce() -> R,
+    U: Fn() + Sync,
+{
+    let mut call = Call {
+        body: Some(body),
+        unblock,
+        result: None,
+    };
+    let data = &mut call as *mut Call<F, R, U> as *mut c_void;
+    // SAFETY: `call` outlives the call; Ruby runs `run_body` at most once on this thread and
+    // `run_unblock` only while `run_body` may be running, both with this same pointer.
+    unsafe {
+        rb_thread_call_without_gvl2(
+            Some(run_body::<F, R, U>),
+            data,
+            Some(run_unblock::<F, R, U>),
+            data,
+        );
+    }
+    match call.result {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(panic)) => resume_unwind(panic),
+    }
+}
+
+/// Lets Ruby deliver pending interrupts on this thread. A `Thread#raise`, `Thread#kill`,
+/// `Timeout` or signal comes back as an `Err` to return to Ruby unchanged.
+pub fn check_interrupts() -> Result<(), Error> {
+    magnus::rb_sys::protect(|| {
+        // SAFETY: called on a Ruby thread with the GVL held (we are inside a method call).
+        unsafe { rb_thread_check_ints() };
+        rb_sys::Qnil as rb_sys::VALUE
+    })
+    .map(|_| ())
+}
+
+/// The end of the next wait slice: never later than `deadline`, never longer than [`WAIT_SLICE`].
+pub fn slice_deadline(deadline: Option<Instant>) -> Instant {
+    let slice_end = Instant::now() + WAIT_SLICE;
+    match deadline {
+        Some(deadline) if deadline < slice_end => deadline,
+        _ => slice_end,
+    }
+}
+
+/// Turns a Ruby timeout in seconds (nil = wait forever) into a deadline, rejecting negative,
+/// NaN and infinite values with the argument's name.
+pub fn deadline_from_seconds(
+    ruby: &magnus::Ruby,
+    name: &str,
+    seconds: Option<f64>,
+) -> Result<Option<Instant>, Error> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            // Anything past a day is as good as forever, and keeps Instant arithmetic safe.
+            let capped = s.min(86_400.0);
+            Ok(Some(Instant::now() + Duration::from_secs_f64(capped)))
+        }
+        Some(s) => Err(Error::new(
+            ruby.exception_arg_error(),
+            format!("{name} must be a finite number of seconds >= 0, got {s}"),
+        )),
+    }
+}
