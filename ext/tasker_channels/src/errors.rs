@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{
-    exception::ExceptionClass, function, Exception, IntoValue, prelude::*, value::Lazy, Error, RModule, Ruby, Value,
+    exception::ExceptionClass, function, Exception, IntoValue, RArray, prelude::*, value::Lazy, Error, RModule, Ruby, Value,
 };
 
 static TASKER_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| class_under_tasker(ruby, "Error"));
@@ -67,11 +67,10 @@ pub fn backpressure(ruby: &Ruby, message: &str, channel: &str, capacity: usize, 
 }
 
 /// `Tasker::ConfigError` whose message lists every problem and whose `errors` returns them.
-pub fn config_error(ruby: &Ruby, message: &str, problems: Vec<String>) -> Error {
+pub fn config_error(ruby: &Ruby, message: &str, problems: RArray) -> Error {
     build_exception(ruby, ruby.get_inner(&CONFIG_ERROR), message, |exc| {
-        let list = ruby.ary_from_vec(problems);
-        list.freeze();
-        set_ivar(exc, "@errors", list)
+        problems.freeze();
+        set_ivar(exc, "@errors", problems)
     })
 }
 

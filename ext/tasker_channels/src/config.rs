@@ -1,0 +1,149 @@
+//! `Tasker::Channels::Config`: the loaded configuration, read from Ruby.
+//!
+//! Owns converting the core's `Config` (values, provenance, channel view) and its
+//! `ConfigErrors` into Ruby values. It must never load, merge or validate anything itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, Ruby, Value};
+use tasker_channels_core::config::{ChannelSpec, Config, ConfigErrors, LoadOptions};
+
+use crate::errors::{config_error, guard};
+
+#[magnus::wrap(class = "Tasker::Channels::Config", free_immediately, size)]
+pub struct RbConfig(pub Arc<Config>);
+
+pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
+    let class = channels.define_class("Config", ruby.class_object())?;
+    class.define_singleton_method("_load", function!(load, 3))?;
+    class.define_method("environment", method!(RbConfig::environment, 0))?;
+    class.define_method("layers", method!(RbConfig::layers, 0))?;
+    class.define_method("[]", method!(RbConfig::get, 1))?;
+    class.define_method("source", method!(RbConfig::source, 1))?;
+    class.define_method("channels", method!(RbConfig::channels, 0))?;
+    class.define_method("to_h", method!(RbConfig::to_h, 0))?;
+    class.define_method(
+        "log_warning_threshold",
+        method!(RbConfig::log_warning_threshold, 0),
+    )?;
+    Ok(())
+}
+
+/// Loads a configuration the way every Ruby entry point does.
+pub fn load_config(
+    ruby: &Ruby,
+    environment: Option<String>,
+    config_dir: Option<String>,
+    shipped_dir: Option<String>,
+) -> Result<Arc<Config>, Error> {
+    let options = LoadOptions {
+        environment,
+        config_dir: config_dir.map(PathBuf::from),
+        shipped_dir_label: shipped_dir,
+    };
+    Config::load(&options)
+        .map(Arc::new)
+        .map_err(|errors| config_errors_to_ruby(ruby, &errors))
+}
+
+fn load(
+    ruby: &Ruby,
+    environment: Option<String>,
+    config_dir: Option<String>,
+    shipped_dir: Option<String>,
+) -> Result<RbConfig, Error> {
+    guard(|| load_config(ruby, environment, config_dir, shipped_dir).map(RbConfig))
+}
+
+fn config_errors_to_ruby(ruby: &Ruby, errors: &ConfigErrors) -> Error {
+    let problems = ruby.ary_new_capa(errors.problems.len());
+    for problem in &errors.problems {
+        let hash = ruby.hash_new();
+        let _ = hash.aset(ruby.to_symbol("file"), problem.file.as_str());
+        let _ = hash.aset(ruby.to_symbol("key"), problem.key.as_deref());
+        let _ = hash.aset(ruby.to_symbol("line"), problem.line);
+        let _ = hash.aset(ruby.to_symbol("column"), problem.column);
+        let _ = hash.aset(ruby.to_symbol("message"), problem.message.as_str());
+        let _ = hash.aset(ruby.to_symbol("to_s"), problem.to_string());
+        hash.freeze();
+        let _ = problems.push(hash);
+    }
+    config_error(ruby, &errors.to_string(), problems)
+}
+
+impl RbConfig {
+    fn environment(&self) -> String {
+        self.0.environment().to_owned()
+    }
+
+    fn layers(&self) -> Vec<String> {
+        self.0.layers().to_vec()
+    }
+
+    fn get(ruby: &Ruby, rb_self: &Self, dotted: String) -> Value {
+        rb_self
+            .0
+            .get(&dotted)
+            .map_or_else(|| ruby.qnil().as_value(), |v| toml_to_ruby(ruby, v))
+    }
+
+    fn source(&self, dotted: String) -> Option<String> {
+        self.0.source(&dotted).map(str::to_owned)
+    }
+
+    fn channels(ruby: &Ruby, rb_self: &Self) -> RArray {
+        let list = ruby.ary_new_capa(rb_self.0.channels().len());
+        for spec in rb_self.0.channels() {
+            let _ = list.push(channel_to_ruby(ruby, spec));
+        }
+        list
+    }
+
+    fn to_h(ruby: &Ruby, rb_self: &Self) -> Value {
+        table_to_ruby(ruby, rb_self.0.effective())
+    }
+
+    fn log_warning_threshold(&self) -> f64 {
+        self.0.log_warning_threshold()
+    }
+}
+
+fn channel_to_ruby(ruby: &Ruby, spec: &ChannelSpec) -> RHash {
+    let hash = ruby.hash_new();
+    let _ = hash.aset(ruby.to_symbol("name"), spec.name.as_str());
+    let _ = hash.aset(ruby.to_symbol("component"), spec.component.as_str());
+    let _ = hash.aset(ruby.to_symbol("capacity"), spec.capacity);
+    let _ = hash.aset(ruby.to_symbol("overflow"), spec.overflow.as_str());
+    let _ = hash.aset(
+        ruby.to_symbol("send_timeout_ms"),
+        spec.send_timeout.map(|t| t.as_millis() as u64),
+    );
+    hash
+}
+
+fn toml_to_ruby(ruby: &Ruby, value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => ruby.str_new(s).as_value(),
+        toml::Value::Integer(i) => ruby.integer_from_i64(*i).as_value(),
+        toml::Value::Float(f) => ruby.float_from_f64(*f).as_value(),
+        toml::Value::Boolean(b) => ruby.into_value(*b),
+        toml::Value::Datetime(d) => ruby.str_new(&d.to_string()).as_value(),
+        toml::Value::Array(items) => {
+            let list = ruby.ary_new_capa(items.len());
+            for item in items {
+                let _ = list.push(toml_to_ruby(ruby, item));
+            }
+            list.as_value()
+        }
+        toml::Value::Table(table) => table_to_ruby(ruby, table),
+    }
+}
+
+fn table_to_ruby(ruby: &Ruby, table: &toml::Table) -> Value {
+    let hash = ruby.hash_new();
+    for (key, value) in table {
+        let _ = hash.aset(key.as_str(), toml_to_ruby(ruby, value));
+    }
+    hash.as_value()
+}
