@@ -1,9 +1,86 @@
 # frozen_string_literal: true
 
+require_relative "channels/channel"
+require_relative "channels/config"
+require_relative "channels/event"
+require_relative "channels/subscription"
+require_relative "channels/runtime"
+require_relative "channels/fork_hook"
+
 module Tasker
   # Bounded, monitored channels and the in-process event bus of a Tasker worker.
+  #
+  # The module-level methods act on the process's default runtime, built on first use from
+  # TASKER_ENV and TASKER_CONFIG_DIR and shut down gracefully at exit.
   module Channels
     # The gem's shipped configuration folder (base plus environment overrides).
     SHIPPED_CONFIG_DIR = File.expand_path("../../config/tasker", __dir__)
+
+    @default_lock = Mutex.new
+    @default_runtime = nil
+    @fork_generation = 0
+    @live_runtimes = ObjectSpace::WeakMap.new
+
+    class << self
+      attr_reader :fork_generation
+
+      # The process's default runtime (environment and config dir from the environment).
+      def runtime
+        @default_runtime || @default_lock.synchronize { @default_runtime ||= Runtime.new }
+      end
+
+      def publish(name, payload = {}, wait: 0)
+        runtime.publish(name, payload, wait: wait)
+      end
+
+      def subscribe(pattern, &handler)
+        runtime.subscribe(pattern, &handler)
+      end
+
+      def on_error(&block)
+        runtime.on_error(&block)
+      end
+
+      def stats
+        runtime.stats
+      end
+
+      def event_stats
+        runtime.event_stats
+      end
+
+      def metrics
+        runtime.metrics
+      end
+
+      def channel(name)
+        runtime.channel(name)
+      end
+
+      # Shuts the default runtime down (if it was built) and forgets it; the next use builds a
+      # fresh one. Called at exit.
+      def shutdown(timeout: 5)
+        current = @default_lock.synchronize do
+          runtime = @default_runtime
+          @default_runtime = nil
+          runtime
+        end
+        current ? current.shutdown(timeout: timeout) : true
+      end
+
+      # @api private
+      def track(runtime)
+        @live_runtimes[runtime] = true
+      end
+
+      # @api private: called in a forked child.
+      def after_fork_in_child
+        @default_lock = Mutex.new
+        @fork_generation += 1
+        @live_runtimes.each_key(&:after_fork_in_child)
+      end
+    end
   end
 end
+
+at_exit { Tasker::Channels.shutdown }

@@ -3,9 +3,12 @@
 //! Each module here converts between Ruby and the core's public API and nothing more; the
 //! logic (config, channels, monitoring, event routing) lives in the core crate.
 
+mod channel;
+mod config;
 mod errors;
 mod gvl;
 mod payload_conversion;
+mod runtime;
 
 use magnus::{prelude::*, Error, Ruby};
 
@@ -16,5 +19,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     channels.const_set("NATIVE_VERSION", env!("CARGO_PKG_VERSION"))?;
     errors::define(ruby, tasker)?;
     errors::define_testing_hooks(ruby, channels)?;
+    config::define(ruby, channels)?;
+    channel::define(ruby, channels)?;
+    runtime::define(ruby, channels)?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! must never keep a Ruby object beyond the call.
 
 use magnus::{
-    prelude::*, r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString,
+    r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString,
     Ruby, Symbol, Value,
 };
 use magnus::rb_sys::AsRawValue;

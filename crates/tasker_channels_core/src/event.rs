@@ -1,0 +1,117 @@
+//! Events and the messages channels carry.
+//!
+//! Owns what an event is (id, name, payload, source, time) and the rules for event names.
+//! It must never route, queue or deliver events: that is the event bus's job.
+
+use std::time::SystemTime;
+
+use crate::payload::Payload;
+
+/// Longest event name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// Published by Ruby code through the FFI buffer (`shared.ffi`).
+    Ruby,
+    /// Emitted by Rust code through `shared.event_publisher` (e.g. the channel monitor).
+    Rust,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Ruby => "ruby",
+            EventSource::Rust => "rust",
+        }
+    }
+}
+
+/// One event on its way from a publisher to the subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unique within its event bus, increasing in acceptance order per publisher.
+    pub id: u64,
+    pub name: String,
+    pub payload: Payload,
+    pub source: EventSource,
+    pub published_at: SystemTime,
+}
+
+/// What every channel of a registry carries: events on the event bus's channels, plain
+/// values on the channels Ruby workers use directly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Value(Payload),
+    Event(Box<Event>),
+}
+
+/// Why an event name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event name {name:?}: {reason}")]
+pub struct InvalidEventName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// Checks an event name: dot-separated segments of printable, non-space characters,
+/// none empty, no `*` (reserved for subscription patterns), at most [`MAX_NAME_BYTES`].
+pub fn validate_name(name: &str) -> Result<(), InvalidEventName> {
+    let refuse = |reason| {
+        Err(InvalidEventName {
+            name: name.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("it is empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return refuse("it is longer than 255 bytes");
+    }
+    if name.split('.').any(str::is_empty) {
+        return refuse("segments between dots must not be empty");
+    }
+    if name.contains('*') {
+        return refuse("`*` is reserved for subscription patterns");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse("it contains whitespace or control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_dotted_names() {
+        for name in ["step.completed", "a", "channel.saturated", "x-1.y_2:z"] {
+            assert_eq!(validate_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_names_with_a_reason() {
+        let cases = [
+            ("", "it is empty"),
+            ("a..b", "segments between dots must not be empty"),
+            (".a", "segments between dots must not be empty"),
+            ("a.", "segments between dots must not be empty"),
+            ("a.*", "`*` is reserved for subscription patterns"),
+            ("a b", "it contains whitespace or control characters"),
+            ("a\nb", "it contains whitespace or control characters"),
+        ];
+        for (name, reason) in cases {
+            assert_eq!(validate_name(name).unwrap_err().reason, reason, "{name:?}");
+        }
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            validate_name(&long).unwrap_err().reason,
+            "it is longer than 255 bytes"
+        );
+        assert_eq!(validate_name(&"a".repeat(MAX_NAME_BYTES)), Ok(()));
+    }
+}

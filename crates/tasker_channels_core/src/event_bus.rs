@@ -1,0 +1,466 @@
+//! The in-process event bus (SPEC §5): from publishers to the dispatch side.
+//!
+//! Owns the route events take — Ruby publishes into `shared.ffi`, Rust emits into
+//! `shared.event_publisher`, two forwarder tasks move both into `worker.in_process_events`,
+//! and dispatchers take batches from there — plus event ids, the bus counters, the monitor
+//! notices turned into `channel.*` events, and an orderly close. It must never call a
+//! subscriber itself (subscribers live on the other side of `next_batch`), never drop an
+//! accepted Ruby event, and never wait inside a monitor hook.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use crate::channel::{MonitoredChannel, RecvError, SendError, SendOutcome, SendWait, WeakChannel};
+use crate::config::Config;
+use crate::event::{validate_name, Event, EventSource, InvalidEventName, Message};
+use crate::fork;
+use crate::metrics::{MetricKind, PrometheusText};
+use crate::monitor::{Monitor, MonitorEvent, MonitorHook};
+use crate::payload::Payload;
+use crate::policy::OverflowPolicy;
+use crate::registry::ChannelRegistry;
+use crate::wait::Interrupt;
+
+/// Where Ruby publishes: full means `Tasker::Backpressure`.
+pub const FFI_CHANNEL: &str = "shared.ffi";
+/// Where Rust code (and the channel monitor) emits events.
+pub const PUBLISHER_CHANNEL: &str = "shared.event_publisher";
+/// Where both meet on the way to the dispatchers.
+pub const IN_PROCESS_CHANNEL: &str = "worker.in_process_events";
+
+/// How many messages a forwarder moves per wake-up.
+const FORWARD_BATCH: usize = 64;
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidEventName),
+    /// The channel refused the event; the error carries it back with the channel's context.
+    #[error(transparent)]
+    Refused(#[from] SendError<Message>),
+    /// The channel's `drop` policy discarded the event (counted as dropped).
+    #[error("event dropped: {channel} is full ({capacity} events) and its policy is drop")]
+    Dropped { channel: String, capacity: usize },
+}
+
+/// Counters of the bus as a whole; per-channel numbers live in the channels' stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventStats {
+    /// Ruby events accepted into `shared.ffi`.
+    pub published: u64,
+    /// Rust events accepted into `shared.event_publisher`.
+    pub emitted: u64,
+    /// Events handed to at least one subscriber.
+    pub delivered: u64,
+    /// Events that reached the dispatch side but matched no subscription.
+    pub unmatched: u64,
+    /// Subscriber calls that raised.
+    pub handler_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    emitted: AtomicU64,
+    delivered: AtomicU64,
+    unmatched: AtomicU64,
+    handler_errors: AtomicU64,
+}
+
+/// What the monitor hook needs: ids, the publisher channel (weakly, to avoid a cycle through
+/// the monitor), and one "overflow reported" flag per channel so a flood of drops yields one
+/// `channel.overflow` event per saturation episode rather than one per message.
+struct NoticeState {
+    ids: Arc<AtomicU64>,
+    publisher: OnceLock<WeakChannel<Message>>,
+    overflow_reported: Vec<(String, AtomicBool)>,
+    emitted: Arc<Counters>,
+}
+
+impl NoticeState {
+    fn overflow_flag(&self, channel: &str) -> Option<&AtomicBool> {
+        self.overflow_reported
+            .iter()
+            .find(|(name, _)| name == channel)
+            .map(|(_, flag)| flag)
+    }
+}
+
+impl MonitorHook for NoticeState {
+    fn on_event(&self, notice: MonitorEvent) {
+        let channel = notice.channel();
+        match &notice {
+            MonitorEvent::Recovered { .. } => {
+                if let Some(flag) = self.overflow_flag(&channel.name) {
+                    flag.store(false, Ordering::Relaxed);
+                }
+            }
+            MonitorEvent::Overflow { .. } => {
+                let already = self
+                    .overflow_flag(&channel.name)
+                    .is_some_and(|flag| flag.swap(true, Ordering::Relaxed));
+                if already {
+                    return;
+                }
+            }
+            MonitorEvent::Saturated { .. } => {}
+        }
+        let Some(publisher) = self.publisher.get().and_then(WeakChannel::upgrade) else {
+            return;
+        };
+        let event = Event {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            name: notice.event_name().to_owned(),
+            payload: notice_payload(&notice),
+            source: EventSource::Rust,
+            published_at: SystemTime::now(),
+        };
+        // Never wait here: the thread that triggered the notice is in the middle of a send.
+        let message = Message::Event(Box::new(event));
+        let sent = if publisher.policy() == OverflowPolicy::Block {
+            publisher.send_with(message, SendWait::until(Instant::now()))
+        } else {
+            publisher.send(message)
+        };
+        if matches!(sent, Ok(SendOutcome::Sent)) {
+            self.emitted.emitted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn notice_payload(notice: &MonitorEvent) -> Payload {
+    let channel = notice.channel();
+    let mut entries = vec![
+        ("channel", Payload::from(channel.name.as_str())),
+        ("component", Payload::from(channel.component.as_str())),
+        ("capacity", Payload::from(channel.capacity)),
+        ("length", Payload::from(notice.length())),
+        ("policy", Payload::from(channel.policy.as_str())),
+    ];
+    match notice {
+        MonitorEvent::Saturated {
+            usage_percent,
+            threshold,
+            ..
+        }
+        | MonitorEvent::Recovered {
+            usage_percent,
+            threshold,
+            ..
+        } => {
+            entries.push(("usage_percent", Payload::from(*usage_percent)));
+            entries.push(("threshold", Payload::from(*threshold)));
+        }
+        MonitorEvent::Overflow { action, .. } => {
+            entries.push(("action", Payload::from(action.as_str())));
+        }
+    }
+    Payload::symbol_hash(entries)
+}
+
+/// The channels of one configuration and the event routing over them.
+pub struct EventBus {
+    registry: ChannelRegistry<Message>,
+    ffi: MonitoredChannel<Message>,
+    publisher: MonitoredChannel<Message>,
+    in_process: MonitoredChannel<Message>,
+    ids: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    forwarders_running: Arc<AtomicUsize>,
+    fork_generation: u64,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBus {
+    /// Creates every configured channel and starts the two forwarders on the process's
+    /// tokio runtime.
+    pub fn start(config: &Config) -> Arc<Self> {
+        let ids = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
+        let notices = Arc::new(NoticeState {
+            ids: Arc::clone(&ids),
+            publisher: OnceLock::new(),
+            overflow_reported: config
+                .channels()
+                .iter()
+                .map(|spec| (spec.name.clone(), AtomicBool::new(false)))
+                .collect(),
+            emitted: Arc::clone(&counters),
+        });
+        let monitor = Monitor::new(config.log_warning_threshold()).with_hook(notices.clone());
+        let registry = ChannelRegistry::with_monitor(config.channels(), monitor);
+        let find = |name: &str| {
+            registry
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("the config schema always defines {name}"))
+        };
+        let bus = Arc::new(EventBus {
+            ffi: find(FFI_CHANNEL),
+            publisher: find(PUBLISHER_CHANNEL),
+            in_process: find(IN_PROCESS_CHANNEL),
+            registry,
+            ids,
+            counters,
+            forwarders_running: Arc::new(AtomicUsize::new(2)),
+            fork_generation: fork::generation(),
+        });
+        let _ = notices.publisher.set(bus.publisher.downgrade());
+        bus.spawn_forwarders();
+        bus
+    }
+
+    fn spawn_forwarders(&self) {
+        let runtime = fork::runtime_handle();
+        // Ruby events were accepted with a promise: they wait for room, whatever the policy
+        // of worker.in_process_events, so backpressure reaches `publish` instead of a drop.
+        runtime.spawn(forward(
+            self.ffi.clone(),
+            self.in_process.clone(),
+            ForwardMode::AlwaysWait,
+            Arc::clone(&self.forwarders_running),
+        ));
+        // Rust events follow worker.in_process_events' own policy.
+        runtime.spawn(forward(
+            self.publisher.clone(),
+            self.in_process.clone(),
+            ForwardMode::ChannelPolicy,
+            Arc::clone(&self.forwarders_running),
+        ));
+    }
+
+    /// Every configured channel.
+    pub fn registry(&self) -> &ChannelRegistry<Message> {
+        &self.registry
+    }
+
+    /// True when this bus was built in another process than the current one (before a
+    /// fork): its forwarder tasks do not run here, and it must be leaked, not used.
+    pub fn is_stale(&self) -> bool {
+        self.fork_generation != fork::generation()
+    }
+
+    /// Builds a Ruby-sourced event with a fresh id, validating its name.
+    pub fn prepare(
+        &self,
+        name: impl Into<String>,
+        payload: Payload,
+        source: EventSource,
+    ) -> Result<Event, InvalidEventName> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(Event {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            name,
+            payload,
+            source,
+            published_at: SystemTime::now(),
+        })
+    }
+
+    /// Offers a prepared event to `shared.ffi` with the caller's wait (see [`SendWait`]);
+    /// the event comes back inside the error when refused, so a sliced wait can retry it.
+    pub fn publish_prepared(
+        &self,
+        event: Event,
+        wait: SendWait<'_>,
+    ) -> Result<u64, SendError<Message>> {
+        let id = event.id;
+        match self.ffi.send_with(Message::Event(Box::new(event)), wait)? {
+            SendOutcome::Sent => {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(id)
+            }
+            // shared.ffi is configured "error" by default; should someone configure it
+            // "drop", the publisher is still told.
+            SendOutcome::Dropped => Err(SendError::Full {
+                msg: Message::Value(Payload::Nil),
+                channel: Arc::clone(self.ffi.info()),
+            }),
+        }
+    }
+
+    /// The FFI buffer, for counting a sliced publish's final failure.
+    pub fn ffi(&self) -> &MonitoredChannel<Message> {
+        &self.ffi
+    }
+
+    /// Emits a Rust event through `shared.event_publisher` under its policy: with `drop`
+    /// (the shipped default) a full buffer discards the event and says so; with `error` it
+    /// fails; with `block` this waits for room (use [`emit_async`](Self::emit_async) from
+    /// async code).
+    pub fn emit(&self, name: impl Into<String>, payload: Payload) -> Result<u64, PublishError> {
+        let event = self.prepare(name, payload, EventSource::Rust)?;
+        let id = event.id;
+        let outcome = self.publisher.send(Message::Event(Box::new(event)))?;
+        self.count_emitted(id, outcome)
+    }
+
+    /// [`emit`](Self::emit) for async code: a `block` policy awaits room.
+    pub async fn emit_async(
+        &self,
+        name: impl Into<String>,
+        payload: Payload,
+    ) -> Result<u64, PublishError> {
+        let event = self.prepare(name, payload, EventSource::Rust)?;
+        let id = event.id;
+        let outcome = self
+            .publisher
+            .send_async(Message::Event(Box::new(event)))
+            .await?;
+        self.count_emitted(id, outcome)
+    }
+
+    fn count_emitted(&self, id: u64, outcome: SendOutcome) -> Result<u64, PublishError> {
+        match outcome {
+            SendOutcome::Sent => {
+                self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+                Ok(id)
+            }
+            SendOutcome::Dropped => Err(PublishError::Dropped {
+                channel: self.publisher.name().to_owned(),
+                capacity: self.publisher.capacity(),
+            }),
+        }
+    }
+
+    /// Waits (until `deadline`, unless interrupted) for events on the dispatch side and takes
+    /// up to `max` of them. `Err(Closed)` once the bus is closed and everything accepted has
+    /// been taken.
+    pub fn next_batch(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<Event>, RecvError> {
+        let messages = self.in_process.recv_batch(max, deadline, interrupt)?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|message| match message {
+                Message::Event(event) => Some(*event),
+                // Only the forwarders write here, and they carry events only.
+                Message::Value(_) => None,
+            })
+            .collect())
+    }
+
+    /// Records what the dispatch side did with a batch.
+    pub fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
+        self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.counters
+            .handler_errors
+            .fetch_add(handler_errors, Ordering::Relaxed);
+        self.counters.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+    }
+
+    /// Stops accepting: publishers (waiting ones too) get `Closed`. What was accepted still
+    /// flows to the dispatch side, after which `next_batch` reports `Closed`.
+    pub fn close_intake(&self) {
+        self.ffi.close();
+        self.publisher.close();
+        if self.is_stale() {
+            // No forwarder runs in this process to finish the job.
+            self.in_process.close();
+        }
+    }
+
+    /// True once `close_intake` was called.
+    pub fn is_closed(&self) -> bool {
+        self.ffi.is_closed()
+    }
+
+    /// True when closed and every accepted event has been taken by a dispatcher.
+    pub fn is_drained(&self) -> bool {
+        self.is_closed()
+            && self.forwarders_running.load(Ordering::Acquire) == 0
+            && self.in_process.is_empty()
+    }
+
+    pub fn stats(&self) -> EventStats {
+        let c = &self.counters;
+        EventStats {
+            published: c.published.load(Ordering::Relaxed),
+            emitted: c.emitted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            unmatched: c.unmatched.load(Ordering::Relaxed),
+            handler_errors: c.handler_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Prometheus text for every channel, then the bus counters.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = PrometheusText::new();
+        self.registry.write_prometheus(&mut out);
+        let stats = self.stats();
+        let families: [(&str, &str, &[(&str, u64)]); 3] = [
+            (
+                "tasker_events_accepted_total",
+                "Events accepted onto the bus, by source.",
+                &[("ruby", stats.published), ("rust", stats.emitted)],
+            ),
+            (
+                "tasker_events_dispatched_total",
+                "Events that reached the dispatch side, by outcome.",
+                &[("delivered", stats.delivered), ("unmatched", stats.unmatched)],
+            ),
+            (
+                "tasker_event_handler_errors_total",
+                "Subscriber calls that raised.",
+                &[("handler", stats.handler_errors)],
+            ),
+        ];
+        for (name, help, samples) in families {
+            out.family(name, MetricKind::Counter, help);
+            let label = if name == "tasker_events_accepted_total" {
+                "source"
+            } else if name == "tasker_events_dispatched_total" {
+                "outcome"
+            } else {
+                "kind"
+            };
+            for (value_label, value) in samples {
+                out.sample_u64(name, &[(label, value_label)], *value);
+            }
+        }
+        out.into_string()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ForwardMode {
+    AlwaysWait,
+    ChannelPolicy,
+}
+
+async fn forward(
+    from: MonitoredChannel<Message>,
+    to: MonitoredChannel<Message>,
+    mode: ForwardMode,
+    running: Arc<AtomicUsize>,
+) {
+    while let Ok(batch) = from.recv_batch_async(FORWARD_BATCH).await {
+        for message in batch {
+            let sent = match mode {
+                ForwardMode::AlwaysWait => to.send_async_forever(message).await.map(|_| ()),
+                ForwardMode::ChannelPolicy => to.send_async(message).await.map(|_| ()),
+            };
+            // Refusals are counted by the channel (dropped/rejected) and reported by the
+            // monitor; `Closed` cannot happen before both forwarders have finished.
+            let _ = sent;
+        }
+    }
+    // The last forwarder out closes the dispatch side, so dispatchers see the end only after
+    // everything accepted has reached them.
+    if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+        to.close();
+    }
+}

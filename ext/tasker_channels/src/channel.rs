@@ -1,0 +1,200 @@
+//! `Tasker::Channels::Channel`: a Ruby worker thread's handle on one configured channel.
+//!
+//! Owns push (the channel's policy applies; a `block` wait happens without the GVL and can be
+//! interrupted) and pop (waits without the GVL), carrying plain-data payloads. It must never
+//! let Ruby write into or read from the event bus's own channels behind the bus's back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
+use tasker_channels_core::channel::{
+    MonitoredChannel, RecvError, SendErrorKind, SendOutcome, SendProgress, SendWait,
+};
+use tasker_channels_core::event::Message;
+use tasker_channels_core::event_bus::{FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL};
+use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::wait::Interrupt;
+
+use crate::errors::{closed_error, guard};
+use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, without_gvl};
+use crate::payload_conversion;
+use crate::runtime::{send_error_to_ruby, BusHandle};
+
+#[magnus::wrap(class = "Tasker::Channels::Channel", free_immediately, size)]
+pub struct RbChannel {
+    handle: Arc<BusHandle>,
+    name: String,
+}
+
+pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
+    let class = channels.define_class("Channel", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_method("name", method!(RbChannel::name, 0))?;
+    class.define_method("capacity", method!(RbChannel::capacity, 0))?;
+    class.define_method("size", method!(RbChannel::size, 0))?;
+    class.define_method("policy", method!(RbChannel::policy, 0))?;
+    class.define_method("push", method!(RbChannel::push, 1))?;
+    class.define_method("_pop", method!(RbChannel::pop, 1))?;
+    class.define_method("close", method!(RbChannel::close, 0))?;
+    class.define_method("closed?", method!(RbChannel::is_closed, 0))?;
+    Ok(())
+}
+
+impl RbChannel {
+    pub fn new(handle: Arc<BusHandle>, name: String) -> Self {
+        RbChannel { handle, name }
+    }
+
+    /// The channel in this process's current bus (a forked child gets its fresh one).
+    fn channel(&self) -> MonitoredChannel<Message> {
+        self.handle
+            .channel(&self.name)
+            .expect("a handle is only made for a configured channel")
+    }
+
+    fn owned_by_bus(&self) -> bool {
+        [FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL].contains(&self.name.as_str())
+    }
+
+    fn refuse_bus_channel(&self, ruby: &Ruby, operation: &str) -> Result<(), Error> {
+        if self.owned_by_bus() {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!(
+                    "{} carries the event bus's events: use publish/subscribe instead of {operation}",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn capacity(&self) -> usize {
+        self.channel().capacity()
+    }
+
+    fn size(&self) -> usize {
+        self.channel().len()
+    }
+
+    fn policy(&self) -> &'static str {
+        self.channel().policy().as_str()
+    }
+
+    fn close(&self) -> bool {
+        self.channel().close()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.channel().is_closed()
+    }
+
+    /// true when sent, false when the `drop` policy discarded it; raises Tasker::Backpressure
+    /// (`error`, or a `block` timeout) or Tasker::ClosedError.
+    fn push(ruby: &Ruby, rb_self: &Self, value: Value) -> Result<bool, Error> {
+        guard(|| {
+            rb_self.refuse_bus_channel(ruby, "push")?;
+            let message = Message::Value(payload_conversion::from_ruby(ruby, value, "value")?);
+            let channel = rb_self.channel();
+            if channel.policy() != OverflowPolicy::Block {
+                return channel
+                    .send(message)
+                    .map(|outcome| outcome == SendOutcome::Sent)
+                    .map_err(|refused| send_error_to_ruby(ruby, &refused));
+            }
+            push_waiting(ruby, &channel, message)
+        })
+    }
+
+    /// `_pop(timeout_seconds_or_nil)`: the payload, or nil on timeout or when closed and empty.
+    fn pop(ruby: &Ruby, rb_self: &Self, timeout: Option<f64>) -> Result<Value, Error> {
+        guard(|| {
+            rb_self.refuse_bus_channel(ruby, "pop")?;
+            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+            let channel = rb_self.channel();
+            let interrupt = Interrupt::new();
+            loop {
+                let slice_end = slice_deadline(deadline);
+                interrupt.reset();
+                let taken = without_gvl(
+                    || channel.recv(Some(slice_end), Some(&interrupt)),
+                    || interrupt.trigger(),
+                );
+                match taken {
+                    Some(Ok(Message::Value(payload))) => {
+                        return Ok(payload_conversion::to_ruby(ruby, &payload))
+                    }
+                    Some(Ok(Message::Event(_))) => {
+                        unreachable!("bus channels are refused above")
+                    }
+                    Some(Err(RecvError::Closed)) => return Ok(ruby.qnil().as_value()),
+                    Some(Err(_)) | None => {
+                        check_interrupts()?;
+                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                            return Ok(ruby.qnil().as_value());
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A `block` channel's push: waits for room without the GVL, in slices, up to the channel's
+/// `send_timeout` (forever when unset).
+fn push_waiting(
+    ruby: &Ruby,
+    channel: &MonitoredChannel<Message>,
+    message: Message,
+) -> Result<bool, Error> {
+    let deadline = channel.send_timeout().map(|timeout| Instant::now() + timeout);
+    let interrupt = Interrupt::new();
+    let mut progress = SendProgress::new();
+    let mut pending = Some(message);
+    loop {
+        let slice_end = slice_deadline(deadline);
+        interrupt.reset();
+        let attempt = without_gvl(
+            || {
+                let message = pending.take().expect("a message is pending while pushing");
+                channel.send_with(
+                    message,
+                    SendWait::until(slice_end)
+                        .interruptible(&interrupt)
+                        .slice(&mut progress),
+                )
+            },
+            || interrupt.trigger(),
+        );
+        match attempt {
+            None => {}
+            Some(Ok(outcome)) => return Ok(outcome == SendOutcome::Sent),
+            Some(Err(refused)) => {
+                let kind = refused.kind();
+                let final_failure = match kind {
+                    SendErrorKind::Closed | SendErrorKind::Full => true,
+                    SendErrorKind::TimedOut => deadline.is_some_and(|d| Instant::now() >= d),
+                    SendErrorKind::Interrupted => false,
+                };
+                if final_failure {
+                    channel.record_rejected(kind);
+                    return Err(if kind == SendErrorKind::Closed {
+                        closed_error(ruby, format!("{} is closed", channel.name()))
+                    } else {
+                        send_error_to_ruby(ruby, &refused)
+                    });
+                }
+                pending = Some(refused.into_inner());
+            }
+        }
+        if let Err(interrupted) = check_interrupts() {
+            channel.record_rejected(SendErrorKind::Interrupted);
+            return Err(interrupted);
+        }
+    }
+}

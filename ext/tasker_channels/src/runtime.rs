@@ -1,0 +1,430 @@
+//! `Tasker::Channels::NativeRuntime`: the Ruby face of one core `EventBus`.
+//!
+//! Owns turning Ruby calls into bus operations — publish with sliced, interruptible waits
+//! for room, batched hand-over to dispatcher threads that wait without the GVL, stats and
+//! metrics — and rebuilding the bus on first use in a forked child. It must never keep a
+//! Ruby object inside the bus, never wait while holding the GVL, and never block in `Drop`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use magnus::{
+    function, method, prelude::*, value::Lazy, Error, RArray, RClass, RHash, RModule, Ruby,
+    Symbol, Value,
+};
+use tasker_channels_core::channel::{
+    MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress, SendWait,
+};
+use tasker_channels_core::config::Config;
+use tasker_channels_core::event::{Event, EventSource, Message};
+use tasker_channels_core::event_bus::EventBus;
+use tasker_channels_core::metrics::ChannelStats;
+use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::wait::Interrupt;
+
+use crate::channel::RbChannel;
+use crate::config::{load_config, RbConfig};
+use crate::errors::{backpressure, closed_error, guard};
+use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, without_gvl};
+use crate::payload_conversion;
+
+static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
+    let channels: RModule = ruby
+        .class_object()
+        .const_get::<_, RModule>("Tasker")
+        .and_then(|tasker| tasker.const_get("Channels"))
+        .expect("Tasker::Channels is defined at load time");
+    channels
+        .const_get("Event")
+        .expect("Tasker::Channels::Event is defined by lib/tasker/channels/event.rb")
+});
+
+/// The bus of this process, rebuilt from the same config after a fork.
+pub struct BusHandle {
+    config: Arc<Config>,
+    bus: ArcSwap<EventBus>,
+}
+
+impl BusHandle {
+    /// The live bus. In a forked child the parent's bus has no forwarder tasks here: build a
+    /// fresh one (same config, empty channels) and let the stale one go without joining.
+    pub fn bus(&self) -> Arc<EventBus> {
+        let bus = self.bus.load_full();
+        if !bus.is_stale() {
+            return bus;
+        }
+        let fresh = EventBus::start(&self.config);
+        let previous = self.bus.compare_and_swap(&bus, Arc::clone(&fresh));
+        if Arc::ptr_eq(&previous, &bus) {
+            fresh
+        } else {
+            // Another thread rebuilt first; use its bus.
+            fresh.close_intake();
+            self.bus.load_full()
+        }
+    }
+
+    pub fn channel(&self, name: &str) -> Option<MonitoredChannel<Message>> {
+        self.bus().registry().get(name).cloned()
+    }
+}
+
+#[magnus::wrap(class = "Tasker::Channels::NativeRuntime", free_immediately, size)]
+pub struct NativeRuntime {
+    handle: Arc<BusHandle>,
+}
+
+pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
+    let class = channels.define_class("NativeRuntime", ruby.class_object())?;
+    class.define_singleton_method("new", function!(NativeRuntime::new, 3))?;
+    class.define_method("config", method!(NativeRuntime::config, 0))?;
+    class.define_method("channel", method!(NativeRuntime::channel, 1))?;
+    class.define_method("publish", method!(NativeRuntime::publish, 3))?;
+    class.define_method("next_batch", method!(NativeRuntime::next_batch, 2))?;
+    class.define_method("record_delivery", method!(NativeRuntime::record_delivery, 3))?;
+    class.define_method("close_intake", method!(NativeRuntime::close_intake, 0))?;
+    class.define_method("closed?", method!(NativeRuntime::is_closed, 0))?;
+    class.define_method("drained?", method!(NativeRuntime::is_drained, 0))?;
+    class.define_method("stats", method!(NativeRuntime::stats, 0))?;
+    class.define_method("event_stats", method!(NativeRuntime::event_stats, 0))?;
+    class.define_method("metrics", method!(NativeRuntime::metrics, 0))?;
+    class.define_method("emit", method!(NativeRuntime::emit, 2))?;
+    Ok(())
+}
+
+impl NativeRuntime {
+    fn new(
+        ruby: &Ruby,
+        environment: Option<String>,
+        config_dir: Option<String>,
+        shipped_dir: Option<String>,
+    ) -> Result<Self, Error> {
+        guard(|| {
+            tasker_channels_core::logging::init_logging();
+            let config = load_config(ruby, environment, config_dir, shipped_dir)?;
+            let bus = EventBus::start(&config);
+            Ok(NativeRuntime {
+                handle: Arc::new(BusHandle {
+                    config,
+                    bus: ArcSwap::new(bus),
+                }),
+            })
+        })
+    }
+
+    fn config(&self) -> RbConfig {
+        RbConfig(Arc::clone(&self.handle.config))
+    }
+
+    fn channel(ruby: &Ruby, rb_self: &Self, name: String) -> Result<RbChannel, Error> {
+        guard(|| {
+            let bus = rb_self.handle.bus();
+            bus.registry()
+                .channel(&name)
+                .map_err(|unknown| Error::new(ruby.exception_arg_error(), unknown.to_string()))?;
+            Ok(RbChannel::new(Arc::clone(&rb_self.handle), name))
+        })
+    }
+
+    /// `publish(name, payload, wait_seconds)` → event id.
+    fn publish(
+        ruby: &Ruby,
+        rb_self: &Self,
+        name: Value,
+        payload: Value,
+        wait: Value,
+    ) -> Result<u64, Error> {
+        guard(|| {
+            let name = event_name(ruby, name)?;
+            let wait_seconds: Option<f64> = if wait.is_nil() {
+                None
+            } else {
+                Some(f64::try_convert(wait).map_err(|_| {
+                    Error::new(
+                        ruby.exception_type_error(),
+                        format!("wait: must be a number of seconds, got {}", unsafe {
+                            wait.classname()
+                        }),
+                    )
+                })?)
+            };
+            let deadline = deadline_from_seconds(ruby, "wait:", Some(wait_seconds.unwrap_or(0.0)))?;
+            let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+            let bus = rb_self.handle.bus();
+            let event = bus
+                .prepare(name, payload, EventSource::Ruby)
+                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
+            publish_event(ruby, &bus, event, wait_seconds.unwrap_or(0.0) > 0.0, deadline)
+        })
+    }
+
+    /// `next_batch(max, timeout_seconds_or_nil)` → Array of Events; [] on timeout; nil once
+    /// the bus is closed and drained.
+    fn next_batch(ruby: &Ruby, rb_self: &Self, max: usize, timeout: Option<f64>) -> Result<Value, Error> {
+        guard(|| {
+            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+            let bus = rb_self.handle.bus();
+            let interrupt = Interrupt::new();
+            loop {
+                let slice_end = slice_deadline(deadline);
+                interrupt.reset();
+                let taken = without_gvl(
+                    || bus.next_batch(max, Some(slice_end), Some(&interrupt)),
+                    || interrupt.trigger(),
+                );
+                match taken {
+                    Some(Ok(events)) => return Ok(events_to_ruby(ruby, events)?.as_value()),
+                    Some(Err(RecvError::Closed)) => return Ok(ruby.qnil().as_value()),
+                    Some(Err(RecvError::Empty | RecvError::TimedOut | RecvError::Interrupted))
+                    | None => {
+                        check_interrupts()?;
+                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                            return Ok(ruby.ary_new().as_value());
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
+        self.handle
+            .bus()
+            .record_delivery(delivered, handler_errors, unmatched);
+    }
+
+    fn close_intake(&self) {
+        self.handle.bus().close_intake();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.handle.bus().is_closed()
+    }
+
+    fn is_drained(&self) -> bool {
+        self.handle.bus().is_drained()
+    }
+
+    fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        guard(|| {
+            let stats = rb_self.handle.bus().registry().stats();
+            let list = ruby.ary_new_capa(stats.len());
+            for row in &stats {
+                list.push(stats_to_ruby(ruby, row)?)?;
+            }
+            Ok(list)
+        })
+    }
+
+    fn event_stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        let stats = rb_self.handle.bus().stats();
+        let hash = ruby.hash_new();
+        hash.aset(ruby.to_symbol("published"), stats.published)?;
+        hash.aset(ruby.to_symbol("emitted"), stats.emitted)?;
+        hash.aset(ruby.to_symbol("delivered"), stats.delivered)?;
+        hash.aset(ruby.to_symbol("unmatched"), stats.unmatched)?;
+        hash.aset(ruby.to_symbol("handler_errors"), stats.handler_errors)?;
+        Ok(hash)
+    }
+
+    fn metrics(&self) -> String {
+        self.handle.bus().prometheus_text()
+    }
+
+    /// Emits a Rust-sourced event through `shared.event_publisher`, as Rust code linking the
+    /// core would; returns the id, or false when the publisher's policy discarded it.
+    fn emit(ruby: &Ruby, rb_self: &Self, name: Value, payload: Value) -> Result<Value, Error> {
+        guard(|| {
+            let name = event_name(ruby, name)?;
+            let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+            let bus = rb_self.handle.bus();
+            if bus.registry().get(tasker_channels_core::event_bus::PUBLISHER_CHANNEL)
+                .is_some_and(|c| c.policy() == OverflowPolicy::Block)
+            {
+                return Err(Error::new(
+                    ruby.exception_arg_error(),
+                    "emit from Ruby needs shared.event_publisher to be non-blocking",
+                ));
+            }
+            match bus.emit(name, payload) {
+                Ok(id) => Ok(ruby.integer_from_u64(id).as_value()),
+                Err(tasker_channels_core::event_bus::PublishError::Dropped { .. }) => {
+                    Ok(ruby.qfalse().as_value())
+                }
+                Err(tasker_channels_core::event_bus::PublishError::InvalidName(invalid)) => {
+                    Err(Error::new(ruby.exception_arg_error(), invalid.to_string()))
+                }
+                Err(tasker_channels_core::event_bus::PublishError::Refused(refused)) => {
+                    Err(send_error_to_ruby(ruby, &refused))
+                }
+            }
+        })
+    }
+}
+
+fn event_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
+    if let Some(symbol) = Symbol::from_value(name) {
+        return Ok(symbol.name()?.into_owned());
+    }
+    if let Some(string) = magnus::RString::from_value(name) {
+        return string.to_string().map_err(|_| {
+            Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8")
+        });
+    }
+    Err(Error::new(
+        ruby.exception_type_error(),
+        format!("event name must be a String or Symbol, got {}", unsafe {
+            name.classname()
+        }),
+    ))
+}
+
+/// Puts an event into `shared.ffi`. Without `wait` (and unless the channel blocks) this is
+/// one non-blocking attempt with the GVL held; otherwise it waits for room without the GVL,
+/// in slices so Ruby can deliver interrupts, until `deadline` (or the channel's own send
+/// timeout for a `block` channel, forever when it has none).
+fn publish_event(
+    ruby: &Ruby,
+    bus: &EventBus,
+    event: Event,
+    wait_requested: bool,
+    wait_deadline: Option<Instant>,
+) -> Result<u64, Error> {
+    let ffi = bus.ffi();
+    if !wait_requested && ffi.policy() != OverflowPolicy::Block {
+        return bus
+            .publish_prepared(event, SendWait::policy())
+            .map_err(|refused| send_error_to_ruby(ruby, &refused));
+    }
+    let deadline = if wait_requested {
+        wait_deadline
+    } else {
+        ffi.send_timeout().map(|timeout| Instant::now() + timeout)
+    };
+    let interrupt = Interrupt::new();
+    let mut progress = SendProgress::new();
+    let mut pending = Some(event);
+    loop {
+        let slice_end = slice_deadline(deadline);
+        interrupt.reset();
+        let attempt = without_gvl(
+            || {
+                let event = pending.take().expect("an event is pending while publishing");
+                bus.publish_prepared(
+                    event,
+                    SendWait::until(slice_end)
+                        .interruptible(&interrupt)
+                        .slice(&mut progress),
+                )
+            },
+            || interrupt.trigger(),
+        );
+        let refused = match attempt {
+            None => None,
+            Some(Ok(id)) => return Ok(id),
+            Some(Err(refused)) => Some(refused),
+        };
+        if let Some(refused) = refused {
+            let kind = refused.kind();
+            let final_failure = match kind {
+                SendErrorKind::Closed | SendErrorKind::Full => true,
+                SendErrorKind::TimedOut => deadline.is_some_and(|d| Instant::now() >= d),
+                SendErrorKind::Interrupted => false,
+            };
+            if final_failure {
+                ffi.record_rejected(kind);
+                return Err(send_error_to_ruby(ruby, &refused));
+            }
+            pending = Some(match refused.into_inner() {
+                Message::Event(event) => *event,
+                Message::Value(_) => unreachable!("publish only sends events"),
+            });
+        }
+        if let Err(interrupted) = check_interrupts() {
+            ffi.record_rejected(SendErrorKind::Interrupted);
+            return Err(interrupted);
+        }
+    }
+}
+
+/// Backpressure for a full channel, ClosedError for a closed one.
+pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
+    let channel = error.channel();
+    match error.kind() {
+        SendErrorKind::Closed => closed_error(
+            ruby,
+            format!("{} is closed (the runtime was shut down)", channel.name),
+        ),
+        SendErrorKind::Full | SendErrorKind::TimedOut => backpressure(
+            ruby,
+            &format!(
+                "{error}: slow down and retry, or raise its capacity in the channel config"
+            ),
+            &channel.name,
+            channel.capacity,
+            channel.policy.as_str(),
+        ),
+        SendErrorKind::Interrupted => closed_error(ruby, format!("send to {} was interrupted", channel.name)),
+    }
+}
+
+fn events_to_ruby(ruby: &Ruby, events: Vec<Event>) -> Result<RArray, Error> {
+    let class = ruby.get_inner(&EVENT_CLASS);
+    let ruby_source = ruby.to_symbol("ruby");
+    let rust_source = ruby.to_symbol("rust");
+    let list = ruby.ary_new_capa(events.len());
+    for event in events {
+        let payload = payload_conversion::to_ruby(ruby, &event.payload);
+        let name = ruby.str_new(&event.name);
+        name.freeze();
+        let source = match event.source {
+            EventSource::Ruby => ruby_source,
+            EventSource::Rust => rust_source,
+        };
+        let published_at = time_to_ruby(event.published_at);
+        let object: Value = class.new_instance((event.id, name, payload, source, published_at))?;
+        list.push(object)?;
+    }
+    Ok(list)
+}
+
+fn time_to_ruby(at: SystemTime) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // SAFETY: called with the GVL held; rb_time_nano_new returns a new Time VALUE.
+    unsafe {
+        Value::from_raw(rb_sys::rb_time_nano_new(
+            since_epoch.as_secs() as rb_sys::time_t,
+            since_epoch.subsec_nanos() as std::os::raw::c_long,
+        ))
+    }
+}
+
+fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
+    let hash = ruby.hash_new();
+    let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
+    set("channel", ruby.str_new(&row.channel).as_value())?;
+    set("component", ruby.str_new(&row.component).as_value())?;
+    set("capacity", ruby.integer_from_u64(row.capacity as u64).as_value())?;
+    set("length", ruby.integer_from_u64(row.length as u64).as_value())?;
+    set("usage_percent", ruby.float_from_f64(row.usage_percent).as_value())?;
+    set(
+        "high_water_mark",
+        ruby.integer_from_u64(row.high_water_mark as u64).as_value(),
+    )?;
+    set("policy", ruby.str_new(row.policy.as_str()).as_value())?;
+    for (key, value) in [
+        ("sent", row.sent),
+        ("received", row.received),
+        ("dropped", row.dropped),
+        ("rejected", row.rejected),
+        ("blocked", row.blocked),
+        ("full_events", row.full_events),
+        ("send_wait_p50_us", row.send_wait_p50_us),
+        ("send_wait_p99_us", row.send_wait_p99_us),
+    ] {
+        set(key, ruby.integer_from_u64(value).as_value())?;
+    }
+    Ok(hash)
+}

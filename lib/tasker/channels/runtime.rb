@@ -1,0 +1,232 @@
+# frozen_string_literal: true
+
+module Tasker
+  module Channels
+    # Owns one set of channels built from one configuration, and the event bus over them.
+    #
+    # Ruby publishes into `shared.ffi`; the Rust side forwards events through
+    # `worker.in_process_events` to dispatcher threads that wait in Rust without the GVL and
+    # run the matching handlers here, in Ruby.
+    class Runtime
+      # How many events one dispatcher wake-up hands to Ruby at most.
+      BATCH_SIZE = 256
+      DISPATCH_MODES = %i[auto manual].freeze
+
+      attr_reader :dispatch_mode
+
+      def initialize(environment: nil, config_dir: nil, dispatch: :auto)
+        unless DISPATCH_MODES.include?(dispatch)
+          raise ArgumentError, "dispatch: must be one of #{DISPATCH_MODES.inspect}, got #{dispatch.inspect}"
+        end
+
+        @dispatch_mode = dispatch
+        @native = NativeRuntime.new(environment&.to_s, config_dir&.to_s, SHIPPED_CONFIG_DIR)
+        @lock = Mutex.new
+        @subscriptions = [].freeze
+        @dispatchers = []
+        @dispatcher_count = 0
+        @error_handler = method(:warn_handler_error)
+        @fork_generation = Channels.fork_generation
+        Channels.track(self)
+      end
+
+      def config
+        native.config
+      end
+
+      def environment
+        config.environment
+      end
+
+      # The Ruby handle of a configured channel, for worker threads that push and pop directly.
+      def channel(name)
+        native.channel(name.to_s)
+      end
+
+      # Puts an event into `shared.ffi` and returns its id. When the buffer is full it waits up
+      # to `wait` seconds for room (without the GVL), then raises Tasker::Backpressure.
+      def publish(name, payload = {}, wait: 0)
+        native.publish(name, payload, wait)
+      end
+
+      # Runs `handler` for every event whose name matches `pattern` (see Subscription).
+      # The first subscription starts a dispatcher thread unless dispatch: :manual.
+      def subscribe(pattern, &handler)
+        raise ArgumentError, "subscribe needs a block" unless handler
+
+        subscription = Subscription.new(pattern, handler, method(:remove_subscription))
+        @lock.synchronize { @subscriptions = (@subscriptions + [subscription]).freeze }
+        start(threads: 1) if @dispatch_mode == :auto && dispatchers.zero?
+        subscription
+      end
+
+      # Where handler failures go: the block receives (error, event). Default: a warning on $stderr.
+      def on_error(&block)
+        raise ArgumentError, "on_error needs a block" unless block
+
+        @error_handler = block
+        self
+      end
+
+      # Runs `threads` more dispatcher threads. One thread keeps per-publisher order.
+      def start(threads: 1)
+        unless threads.is_a?(Integer) && threads.positive?
+          raise ArgumentError, "threads: must be a positive Integer, got #{threads.inspect}"
+        end
+
+        native # rebuilds after a fork before threads start
+        @lock.synchronize do
+          threads.times { @dispatchers << spawn_dispatcher }
+          @dispatcher_count = @dispatchers.size
+        end
+        self
+      end
+
+      # Manual mode: waits up to `timeout` seconds (nil: until an event or shutdown) for events
+      # and runs their handlers on this thread. Returns how many events reached a handler.
+      def dispatch(timeout: 0)
+        batch = native.next_batch(BATCH_SIZE, timeout)
+        batch ? deliver(batch) : 0
+      end
+
+      # Stops accepting events (publish raises Tasker::ClosedError, waiting publishers are woken
+      # with it), delivers everything already accepted, and joins the dispatchers. Returns true
+      # when everything was delivered within `timeout` seconds.
+      def shutdown(timeout: 5)
+        deadline = monotonic_now + timeout
+        native.close_intake
+        threads = @lock.synchronize { @dispatchers.dup }
+        if threads.any?(&:alive?)
+          threads.each { |thread| thread.join([deadline - monotonic_now, 0].max) }
+        else
+          drain_until(deadline)
+        end
+        drained = native.drained?
+        @lock.synchronize { @dispatchers.reject! { |thread| !thread.alive? } }
+        drained
+      end
+
+      def closed?
+        native.closed?
+      end
+
+      def stats
+        native.stats
+      end
+
+      def event_stats
+        native.event_stats.merge(subscriptions: @subscriptions.size, dispatchers: dispatchers)
+      end
+
+      def metrics
+        native.metrics
+      end
+
+      def subscriptions
+        @subscriptions
+      end
+
+      def dispatchers
+        @lock.synchronize { @dispatchers.count(&:alive?) }
+      end
+
+      def inspect
+        "#<#{self.class.name} env=#{environment} subscriptions=#{@subscriptions.size} dispatchers=#{dispatchers}>"
+      end
+
+      # Called in a forked child by the Process._fork hook: the parent's dispatcher threads do
+      # not exist here. The native side rebuilds its channels by itself on first use.
+      def after_fork_in_child
+        @lock = Mutex.new
+        @dispatchers = []
+        @fork_generation = nil
+      end
+
+      private
+
+      def native
+        restart_dispatchers_after_fork if @fork_generation != Channels.fork_generation
+        @native
+      end
+
+      def restart_dispatchers_after_fork
+        @fork_generation = Channels.fork_generation
+        count = @dispatcher_count
+        @dispatcher_count = 0
+        start(threads: count) if count.positive?
+      end
+
+      def spawn_dispatcher
+        Thread.new do
+          Thread.current.name = "tasker-dispatch"
+          Thread.current.report_on_exception = true
+          dispatch_loop
+        end
+      end
+
+      def dispatch_loop
+        native = @native
+        while (batch = native.next_batch(BATCH_SIZE, nil))
+          deliver(batch)
+        end
+      end
+
+      def drain_until(deadline)
+        loop do
+          remaining = deadline - monotonic_now
+          break if remaining <= 0
+
+          batch = native.next_batch(BATCH_SIZE, [remaining, 0.1].min)
+          break if batch.nil?
+
+          deliver(batch)
+        end
+      end
+
+      def deliver(batch)
+        subscriptions = @subscriptions
+        failures = 0
+        unmatched = 0
+        batch.each do |event|
+          matched = false
+          subscriptions.each do |subscription|
+            next unless subscription.active? && subscription.match?(event.name)
+
+            matched = true
+            failures += 1 unless run_handler(subscription, event)
+          end
+          unmatched += 1 unless matched
+        end
+        delivered = batch.size - unmatched
+        @native.record_delivery(delivered, failures, unmatched)
+        delivered
+      end
+
+      def run_handler(subscription, event)
+        subscription.call(event)
+        true
+      rescue StandardError => e
+        report_handler_error(e, event)
+        false
+      end
+
+      def report_handler_error(error, event)
+        @error_handler.call(error, event)
+      rescue StandardError => e
+        warn_handler_error(e, event)
+      end
+
+      def warn_handler_error(error, event)
+        warn "tasker_channels: handler for #{event.name} (event #{event.id}) raised #{error.class}: #{error.message}"
+      end
+
+      def remove_subscription(subscription)
+        @lock.synchronize { @subscriptions = @subscriptions.reject { |s| s.equal?(subscription) }.freeze }
+      end
+
+      def monotonic_now
+        Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      end
+    end
+  end
+end
