@@ -3,6 +3,12 @@
 //!
 //! This crate knows nothing of Ruby; the `tasker_channels` extension is a thin binding over it.
 
+pub mod channel;
 pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod monitor;
 pub mod payload;
 pub mod policy;
+pub mod registry;
+pub mod wait;

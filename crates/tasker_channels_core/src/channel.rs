@@ -1,0 +1,1440 @@
+//! Bounded, monitored channels that apply their overflow policy (SPEC §4).
+//!
+//! Owns the queue, its wake-ups, the policy decision on every send, and feeding the
+//! channel's counters and saturation watch. It must never grow beyond the configured
+//! capacity, never lose a message without counting it, and never wait in a way another
+//! thread cannot interrupt.
+//!
+//! # Why concurrent-queue + event-listener
+//!
+//! The usual channels each miss something this one must do:
+//! - `drop_oldest` needs to displace the oldest message in place; `ConcurrentQueue::force_push`
+//!   does that atomically, async-channel, crossbeam and tokio mpsc cannot;
+//! - a `block` send that times out or is interrupted must hand its message back, and the
+//!   wait must be stoppable by another thread (the Ruby binding's unblock function):
+//!   crossbeam's `send_timeout` returns the message but cannot be interrupted, tokio's
+//!   `blocking_send` can do neither;
+//! - `close` must wake every waiter while receivers still drain what is queued, from either
+//!   side of the channel, with no sender/receiver handle counting;
+//! - the same channel is used from plain threads (blocking) and tokio tasks (async).
+//!
+//! A lock-free bounded queue plus two events (room appeared, data appeared) gives all of
+//! it, with waits built on [`crate::wait::block_on`] or `.await`. Every wait listens first
+//! and then re-checks the queue before sleeping, so a wake-up between the check and the
+//! sleep is never lost.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use concurrent_queue::{ConcurrentQueue, ForcePushError, PopError, PushError};
+use event_listener::Event;
+
+use crate::config::ChannelSpec;
+use crate::metrics::{ChannelMetrics, ChannelSample, ChannelStats};
+use crate::monitor::{Monitor, OverflowAction, SaturationWatch};
+use crate::policy::OverflowPolicy;
+use crate::wait::{block_on, Interrupt, WaitStopped};
+
+/// The fixed identity and settings of a channel, shared with errors and monitor notices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub component: String,
+    pub capacity: usize,
+    pub policy: OverflowPolicy,
+    pub send_timeout: Option<Duration>,
+}
+
+impl From<&ChannelSpec> for ChannelInfo {
+    fn from(spec: &ChannelSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            component: spec.component.clone(),
+            capacity: spec.capacity,
+            policy: spec.overflow,
+            send_timeout: spec.send_timeout,
+        }
+    }
+}
+
+/// What happened to a message a send accepted without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use = "under the `drop` policy the message may have been discarded"]
+pub enum SendOutcome {
+    /// The message is in the channel (under `drop_oldest`, possibly by displacing the oldest).
+    Sent,
+    /// `drop`: the channel was full and the message was discarded (and counted).
+    Dropped,
+}
+
+impl SendOutcome {
+    pub fn is_sent(self) -> bool {
+        self == SendOutcome::Sent
+    }
+}
+
+/// Which way a send failed; see [`SendError::kind`] and [`MonitoredChannel::record_rejected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendErrorKind {
+    Full,
+    TimedOut,
+    Interrupted,
+    Closed,
+}
+
+/// A failed send. Every variant hands the message back ([`SendError::into_inner`]) with the
+/// channel it was meant for.
+pub enum SendError<T> {
+    /// Policy `error` found the channel full.
+    Full { msg: T, channel: Arc<ChannelInfo> },
+    /// The channel stayed full until the send's deadline.
+    TimedOut {
+        msg: T,
+        channel: Arc<ChannelInfo>,
+        waited: Duration,
+    },
+    /// [`Interrupt::trigger`] stopped the wait for room.
+    Interrupted { msg: T, channel: Arc<ChannelInfo> },
+    /// The channel is closed.
+    Closed { msg: T, channel: Arc<ChannelInfo> },
+}
+
+impl<T> SendError<T> {
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Full { msg, .. }
+            | SendError::TimedOut { msg, .. }
+            | SendError::Interrupted { msg, .. }
+            | SendError::Closed { msg, .. } => msg,
+        }
+    }
+
+    pub fn message(&self) -> &T {
+        match self {
+            SendError::Full { msg, .. }
+            | SendError::TimedOut { msg, .. }
+            | SendError::Interrupted { msg, .. }
+            | SendError::Closed { msg, .. } => msg,
+        }
+    }
+
+    pub fn channel(&self) -> &ChannelInfo {
+        match self {
+            SendError::Full { channel, .. }
+            | SendError::TimedOut { channel, .. }
+            | SendError::Interrupted { channel, .. }
+            | SendError::Closed { channel, .. } => channel,
+        }
+    }
+
+    pub fn kind(&self) -> SendErrorKind {
+        match self {
+            SendError::Full { .. } => SendErrorKind::Full,
+            SendError::TimedOut { .. } => SendErrorKind::TimedOut,
+            SendError::Interrupted { .. } => SendErrorKind::Interrupted,
+            SendError::Closed { .. } => SendErrorKind::Closed,
+        }
+    }
+
+    /// True when the channel was full: what Ruby reports as `Tasker::Backpressure`.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self.kind(), SendErrorKind::Full | SendErrorKind::TimedOut)
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ch = self.channel();
+        match self {
+            SendError::Full { .. } => write!(
+                f,
+                "channel {} is full (capacity {}, policy {})",
+                ch.name, ch.capacity, ch.policy
+            ),
+            SendError::TimedOut { waited, .. } => write!(
+                f,
+                "channel {} stayed full for {waited:?} (capacity {}, policy {})",
+                ch.name, ch.capacity, ch.policy
+            ),
+            SendError::Interrupted { .. } => {
+                write!(f, "send to channel {} was interrupted", ch.name)
+            }
+            SendError::Closed { .. } => write!(f, "channel {} is closed", ch.name),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The message is left out so errors stay printable for any `T`.
+        f.debug_struct("SendError")
+            .field("kind", &self.kind())
+            .field("channel", &self.channel().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why a receive returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RecvError {
+    /// `try_recv`: nothing queued right now.
+    #[error("channel is empty")]
+    Empty,
+    /// Nothing arrived before the deadline.
+    #[error("timed out waiting for a message")]
+    TimedOut,
+    /// [`Interrupt::trigger`] stopped the wait.
+    #[error("receive was interrupted")]
+    Interrupted,
+    /// The channel is closed and everything queued has been received.
+    #[error("channel is closed and drained")]
+    Closed,
+}
+
+/// What one logical send has been through, carried across the calls of a sliced wait, so
+/// the send is counted as found-full and blocked once and its wait is measured from the
+/// first slice.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendProgress {
+    waiting_since: Option<Instant>,
+}
+
+impl SendProgress {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// When the send started waiting for room, if it has.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.waiting_since
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// The channel's own policy and `send_timeout`.
+    Policy,
+    /// Wait for room until the deadline (`None`: forever) whatever the policy, then fail.
+    Until(Option<Instant>),
+    /// Try once whatever the policy; fail with `Full`.
+    NoWait,
+}
+
+/// How long a [`MonitoredChannel::send_with`] may wait for room, what can stop it, and
+/// whether its failure is final.
+///
+/// ```
+/// # use tasker_channels_core::channel::{SendWait, SendProgress};
+/// # use tasker_channels_core::wait::Interrupt;
+/// # use std::time::{Duration, Instant};
+/// let interrupt = Interrupt::new();
+/// let mut progress = SendProgress::new();
+/// // One ≤100 ms slice of a longer wait, stoppable from another thread:
+/// let wait = SendWait::until(Instant::now() + Duration::from_millis(100))
+///     .interruptible(&interrupt)
+///     .slice(&mut progress);
+/// ```
+#[derive(Debug)]
+pub struct SendWait<'a> {
+    budget: Budget,
+    interrupt: Option<&'a Interrupt>,
+    progress: Option<&'a mut SendProgress>,
+}
+
+impl<'a> SendWait<'a> {
+    /// Apply the channel's policy, as [`MonitoredChannel::send`] does.
+    pub fn policy() -> Self {
+        Self {
+            budget: Budget::Policy,
+            interrupt: None,
+            progress: None,
+        }
+    }
+
+    /// Wait for room until `deadline`, whatever the policy, then fail with `TimedOut`
+    /// (so an `error` channel can be asked to wait a little before giving up).
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            budget: Budget::Until(Some(deadline)),
+            ..Self::policy()
+        }
+    }
+
+    /// Try once whatever the policy and fail with `Full` if there is no room: what a
+    /// monitor hook uses, since it must never wait or displace.
+    pub fn no_wait() -> Self {
+        Self {
+            budget: Budget::NoWait,
+            ..Self::policy()
+        }
+    }
+
+    /// Wait for room for as long as it takes, whatever the policy.
+    pub fn forever() -> Self {
+        Self {
+            budget: Budget::Until(None),
+            ..Self::policy()
+        }
+    }
+
+    /// Let `interrupt` stop the wait with [`SendError::Interrupted`].
+    pub fn interruptible(mut self, interrupt: &'a Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
+        self
+    }
+
+    /// Mark this call as one slice of a longer send. A failed slice is not counted as a
+    /// rejection and notifies no one, because the caller will retry with the message it got
+    /// back; when the caller finally gives up it must call
+    /// [`MonitoredChannel::record_rejected`]. Under [`SendWait::policy`], a `block`
+    /// channel's `send_timeout` runs from the first slice that waited.
+    pub fn slice(mut self, progress: &'a mut SendProgress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+}
+
+struct Shared<T> {
+    queue: ConcurrentQueue<T>,
+    /// Notified when room appears (and on close): senders wait on it.
+    room: Event,
+    /// Notified when a message arrives (and on close): receivers wait on it.
+    items: Event,
+    info: Arc<ChannelInfo>,
+    metrics: ChannelMetrics,
+    watch: SaturationWatch,
+}
+
+/// A bounded channel with its configured overflow policy, counters and saturation watch.
+///
+/// Cheap to clone (all clones are the same channel); any clone can send, receive or close.
+pub struct MonitoredChannel<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for MonitoredChannel<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> fmt::Debug for MonitoredChannel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonitoredChannel")
+            .field("name", &self.name())
+            .field("capacity", &self.capacity())
+            .field("policy", &self.policy())
+            .field("len", &self.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A channel reference that does not keep the channel alive; for monitor hooks that feed a
+/// channel whose monitor holds them (see [`crate::monitor`]).
+pub struct WeakChannel<T> {
+    shared: Weak<Shared<T>>,
+}
+
+impl<T> Clone for WeakChannel<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Weak::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> WeakChannel<T> {
+    pub fn upgrade(&self) -> Option<MonitoredChannel<T>> {
+        self.shared
+            .upgrade()
+            .map(|shared| MonitoredChannel { shared })
+    }
+}
+
+impl<T> MonitoredChannel<T> {
+    /// Creates the channel `spec` describes, watched by `monitor`.
+    ///
+    /// # Panics
+    /// If `spec.capacity` is zero; configuration validation rejects that before it gets here.
+    pub fn new(spec: &ChannelSpec, monitor: &Monitor) -> Self {
+        Self::from_info(ChannelInfo::from(spec), monitor)
+    }
+
+    /// Creates a channel from its settings alone (tests, benches, ad-hoc channels).
+    ///
+    /// # Panics
+    /// If `info.capacity` is zero.
+    pub fn from_info(info: ChannelInfo, monitor: &Monitor) -> Self {
+        assert!(info.capacity > 0, "channel {} has capacity 0", info.name);
+        Self {
+            shared: Arc::new(Shared {
+                queue: ConcurrentQueue::bounded(info.capacity),
+                room: Event::new(),
+                items: Event::new(),
+                watch: monitor.watch(info.capacity),
+                metrics: ChannelMetrics::new(),
+                info: Arc::new(info),
+            }),
+        }
+    }
+
+    pub fn info(&self) -> &Arc<ChannelInfo> {
+        &self.shared.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.info.name
+    }
+
+    pub fn component(&self) -> &str {
+        &self.shared.info.component
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.shared.info.capacity
+    }
+
+    pub fn policy(&self) -> OverflowPolicy {
+        self.shared.info.policy
+    }
+
+    pub fn send_timeout(&self) -> Option<Duration> {
+        self.shared.info.send_timeout
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        self.shared.watch.monitor()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.queue.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.shared.queue.is_full()
+    }
+
+    /// Closes the channel and wakes every waiter: senders then fail with `Closed`, receivers
+    /// get what is still queued and then `Closed`. Returns whether this call closed it.
+    pub fn close(&self) -> bool {
+        let closed_now = self.shared.queue.close();
+        if closed_now {
+            self.shared.room.notify(usize::MAX);
+            self.shared.items.notify(usize::MAX);
+        }
+        closed_now
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.queue.is_closed()
+    }
+
+    pub fn downgrade(&self) -> WeakChannel<T> {
+        WeakChannel {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// This channel's row of `stats`.
+    pub fn stats(&self) -> ChannelStats {
+        self.sample().stats
+    }
+
+    /// Stats plus the send-wait histogram, for the Prometheus renderer.
+    pub fn sample(&self) -> ChannelSample {
+        let info = &self.shared.info;
+        ChannelSample::new(
+            &info.name,
+            &info.component,
+            info.capacity,
+            info.policy,
+            self.len(),
+            self.shared.metrics.snapshot(),
+        )
+    }
+
+    /// Sends under the channel's policy:
+    /// - `block`: waits for room up to `send_timeout` (forever when unset), then
+    ///   [`SendError::TimedOut`];
+    /// - `drop`: when full, discards `msg` and returns [`SendOutcome::Dropped`];
+    /// - `drop_oldest`: when full, discards the oldest queued message and sends `msg`;
+    /// - `error`: when full, [`SendError::Full`] at once.
+    ///
+    /// A `block` wait here cannot be interrupted; use [`send_with`](Self::send_with) for that.
+    pub fn send(&self, msg: T) -> Result<SendOutcome, SendError<T>> {
+        self.send_with(msg, SendWait::policy())
+    }
+
+    /// Sends with the wait the caller chooses (see [`SendWait`]).
+    ///
+    /// Counting: a message that enters is `sent`; one discarded by policy is `dropped`;
+    /// a send that ends in an error is `rejected` — except a [`SendWait::slice`], whose
+    /// caller records the final failure with [`record_rejected`](Self::record_rejected).
+    /// A send that finds the channel full counts one `full_event`, and one `blocked` if it
+    /// then waits, however many slices the wait spans.
+    pub fn send_with(&self, msg: T, wait: SendWait<'_>) -> Result<SendOutcome, SendError<T>> {
+        let SendWait {
+            budget,
+            interrupt,
+            progress,
+        } = wait;
+        let sliced = progress.is_some();
+        let mut own_progress = SendProgress::new();
+        let progress = progress.unwrap_or(&mut own_progress);
+        let s = &*self.shared;
+
+        if matches!(budget, Budget::Policy) && s.info.policy == OverflowPolicy::DropOldest {
+            return self.send_displacing(msg, sliced);
+        }
+        let msg = match self.try_enter(msg, progress.waiting_since) {
+            Ok(()) => return Ok(SendOutcome::Sent),
+            Err(PushError::Closed(msg)) => return Err(self.closed(msg, sliced)),
+            Err(PushError::Full(msg)) => msg,
+        };
+        if progress.waiting_since.is_none() {
+            self.found_full();
+        }
+        let deadline = match (budget, s.info.policy) {
+            (Budget::Until(deadline), _) => deadline,
+            (Budget::Policy, OverflowPolicy::Block) => match s.info.send_timeout {
+                None => None,
+                Some(timeout) => {
+                    let since = progress.waiting_since.unwrap_or_else(Instant::now);
+                    Some(since + timeout)
+                }
+            },
+            (Budget::Policy, OverflowPolicy::Drop) => {
+                s.metrics.record_dropped();
+                s.watch
+                    .overflow(&s.info, s.info.capacity, OverflowAction::DroppedNew);
+                drop(msg);
+                return Ok(SendOutcome::Dropped);
+            }
+            (Budget::NoWait, _)
+            | (Budget::Policy, OverflowPolicy::Error | OverflowPolicy::DropOldest) => {
+                return Err(self.rejected_full(
+                    SendError::Full {
+                        msg,
+                        channel: Arc::clone(&s.info),
+                    },
+                    sliced,
+                ));
+            }
+        };
+        self.wait_for_room(msg, deadline, interrupt, progress, sliced)
+    }
+
+    /// Counts the final failure of a sliced send (see [`SendWait::slice`]): `rejected`, and
+    /// for `Full`/`TimedOut` an overflow notice to the monitor hook.
+    pub fn record_rejected(&self, kind: SendErrorKind) {
+        let s = &*self.shared;
+        s.metrics.record_rejected();
+        if matches!(kind, SendErrorKind::Full | SendErrorKind::TimedOut) {
+            s.watch
+                .overflow(&s.info, self.len(), OverflowAction::Rejected);
+        }
+    }
+
+    /// Sends under the channel's policy from async code: a `block` send awaits room, up to
+    /// `send_timeout` (measured with tokio's timer, so a channel with a timeout must be used
+    /// inside a tokio runtime with time enabled). Other policies never wait. Dropping the
+    /// future abandons the send (the message is dropped with it, and nothing is counted).
+    pub async fn send_async(&self, msg: T) -> Result<SendOutcome, SendError<T>> {
+        let info = &self.shared.info;
+        if info.policy != OverflowPolicy::Block {
+            return self.send(msg);
+        }
+        self.send_async_waiting(msg, |started| info.send_timeout.map(|t| started + t))
+            .await
+    }
+
+    /// Awaits room for as long as it takes, whatever the policy: for forwarders that must
+    /// never drop what they have already accepted.
+    pub async fn send_async_forever(&self, msg: T) -> Result<SendOutcome, SendError<T>> {
+        self.send_async_waiting(msg, |_| None).await
+    }
+
+    /// Awaits room until `deadline` (`None`: forever), whatever the policy, then fails with
+    /// `TimedOut` (see [`send_async`](Self::send_async) for the timer requirement).
+    pub async fn send_async_until(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<SendOutcome, SendError<T>> {
+        self.send_async_waiting(msg, |_| deadline).await
+    }
+
+    /// The deadline is computed from the moment the send first found the channel full, so
+    /// a send that finds room never reads the clock.
+    async fn send_async_waiting(
+        &self,
+        msg: T,
+        deadline: impl FnOnce(Instant) -> Option<Instant>,
+    ) -> Result<SendOutcome, SendError<T>> {
+        let s = &*self.shared;
+        let mut msg = match self.try_enter(msg, None) {
+            Ok(()) => return Ok(SendOutcome::Sent),
+            Err(PushError::Closed(msg)) => return Err(self.closed(msg, false)),
+            Err(PushError::Full(msg)) => msg,
+        };
+        self.found_full();
+        let started = Instant::now();
+        let deadline = deadline(started);
+        if deadline.is_some_and(|deadline| started >= deadline) {
+            return self.last_try(msg, started, false);
+        }
+        s.metrics.record_blocked();
+        let deadline = deadline.map(tokio::time::Instant::from_std);
+        loop {
+            let listener = s.room.listen();
+            msg = match self.try_enter(msg, Some(started)) {
+                Ok(()) => return Ok(SendOutcome::Sent),
+                Err(PushError::Closed(msg)) => return Err(self.closed(msg, false)),
+                Err(PushError::Full(msg)) => msg,
+            };
+            match deadline {
+                None => listener.await,
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, listener).await.is_err() {
+                        return self.last_try(msg, started, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a message if one is queued.
+    pub fn try_recv(&self) -> Result<T, RecvError> {
+        match self.shared.queue.pop() {
+            Ok(msg) => {
+                self.took(1);
+                Ok(msg)
+            }
+            Err(PopError::Empty) => Err(RecvError::Empty),
+            Err(PopError::Closed) => Err(RecvError::Closed),
+        }
+    }
+
+    /// Waits for a message until `deadline` (`None`: forever) unless `interrupt` stops it.
+    /// After [`close`](Self::close) it still returns what is queued, then `Closed`.
+    pub fn recv(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<T, RecvError> {
+        self.wait_to_take(deadline, interrupt, || self.try_recv())
+    }
+
+    /// Waits for at least one message like [`recv`](Self::recv), then takes up to `max` in
+    /// all without waiting again, so one wake-up delivers many. `max == 0` returns an empty
+    /// batch at once.
+    pub fn recv_batch(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<Vec<T>, RecvError> {
+        let mut batch = Vec::new();
+        self.recv_batch_into(&mut batch, max, deadline, interrupt)?;
+        Ok(batch)
+    }
+
+    /// [`recv_batch`](Self::recv_batch) appending to a caller's buffer (which grows by at
+    /// most `max`); returns how many were appended.
+    pub fn recv_batch_into(
+        &self,
+        batch: &mut Vec<T>,
+        max: usize,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.wait_to_take(deadline, interrupt, || self.take_up_to(batch, max))
+    }
+
+    /// Awaits a message; `Closed` once the channel is closed and drained.
+    pub async fn recv_async(&self) -> Result<T, RecvError> {
+        self.await_to_take(|| self.try_recv()).await
+    }
+
+    /// Awaits at least one message, then takes up to `max` in all without waiting again.
+    pub async fn recv_batch_async(&self, max: usize) -> Result<Vec<T>, RecvError> {
+        let mut batch = Vec::new();
+        if max > 0 {
+            self.await_to_take(|| self.take_up_to(&mut batch, max))
+                .await?;
+        }
+        Ok(batch)
+    }
+
+    /// Pushes and, on success, feeds the counters and wakes a receiver. `waiting_since` is
+    /// when this send started waiting, if it did.
+    #[inline]
+    fn try_enter(&self, msg: T, waiting_since: Option<Instant>) -> Result<(), PushError<T>> {
+        let s = &*self.shared;
+        s.queue.push(msg)?;
+        match waiting_since {
+            None => s.metrics.record_sent(),
+            Some(since) => s.metrics.record_sent_after_wait(since.elapsed()),
+        }
+        let length = s.queue.len();
+        s.metrics.observe_length(length);
+        s.watch.check_send(&s.info, length);
+        s.items.notify_additional(1);
+        Ok(())
+    }
+
+    fn send_displacing(&self, msg: T, sliced: bool) -> Result<SendOutcome, SendError<T>> {
+        let s = &*self.shared;
+        match s.queue.force_push(msg) {
+            Ok(None) => {
+                s.metrics.record_sent();
+                let length = s.queue.len();
+                s.metrics.observe_length(length);
+                s.watch.check_send(&s.info, length);
+            }
+            Ok(Some(oldest)) => {
+                drop(oldest);
+                s.metrics.record_sent();
+                s.metrics.record_dropped();
+                self.found_full();
+                s.watch
+                    .overflow(&s.info, s.info.capacity, OverflowAction::DroppedOldest);
+            }
+            Err(ForcePushError(msg)) => return Err(self.closed(msg, sliced)),
+        }
+        s.items.notify_additional(1);
+        Ok(SendOutcome::Sent)
+    }
+
+    /// A sender found the channel full: counted, and a full channel always reaches the
+    /// saturation watch even though its length did not change.
+    fn found_full(&self) {
+        let s = &*self.shared;
+        s.metrics.record_full();
+        s.metrics.observe_length(s.info.capacity);
+        s.watch.check_send(&s.info, s.info.capacity);
+    }
+
+    fn wait_for_room(
+        &self,
+        mut msg: T,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+        progress: &mut SendProgress,
+        sliced: bool,
+    ) -> Result<SendOutcome, SendError<T>> {
+        let s = &*self.shared;
+        let started = match progress.waiting_since {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    return self.last_try(msg, now, sliced);
+                }
+                s.metrics.record_blocked();
+                progress.waiting_since = Some(now);
+                now
+            }
+        };
+        loop {
+            let listener = s.room.listen();
+            msg = match self.try_enter(msg, Some(started)) {
+                Ok(()) => return Ok(SendOutcome::Sent),
+                Err(PushError::Closed(msg)) => return Err(self.closed(msg, sliced)),
+                Err(PushError::Full(msg)) => msg,
+            };
+            match block_on(listener, deadline, interrupt) {
+                Ok(()) => {}
+                Err(WaitStopped::TimedOut) => return self.last_try(msg, started, sliced),
+                Err(WaitStopped::Interrupted) => {
+                    if !sliced {
+                        s.metrics.record_rejected();
+                    }
+                    return Err(SendError::Interrupted {
+                        msg,
+                        channel: Arc::clone(&s.info),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The deadline passed: room that appeared at the last moment still counts.
+    fn last_try(
+        &self,
+        msg: T,
+        started: Instant,
+        sliced: bool,
+    ) -> Result<SendOutcome, SendError<T>> {
+        let s = &*self.shared;
+        match self.try_enter(msg, Some(started)) {
+            Ok(()) => Ok(SendOutcome::Sent),
+            Err(PushError::Closed(msg)) => Err(self.closed(msg, sliced)),
+            Err(PushError::Full(msg)) => Err(self.rejected_full(
+                SendError::TimedOut {
+                    msg,
+                    channel: Arc::clone(&s.info),
+                    waited: started.elapsed(),
+                },
+                sliced,
+            )),
+        }
+    }
+
+    fn rejected_full(&self, error: SendError<T>, sliced: bool) -> SendError<T> {
+        if !sliced {
+            self.record_rejected(error.kind());
+        }
+        error
+    }
+
+    fn closed(&self, msg: T, sliced: bool) -> SendError<T> {
+        if !sliced {
+            self.shared.metrics.record_rejected();
+        }
+        SendError::Closed {
+            msg,
+            channel: Arc::clone(&self.shared.info),
+        }
+    }
+
+    fn take_up_to(&self, batch: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+        let queue = &self.shared.queue;
+        let mut taken = 0;
+        while taken < max {
+            match queue.pop() {
+                Ok(msg) => {
+                    if taken == 0 {
+                        batch.reserve(queue.len().min(max - 1) + 1);
+                    }
+                    batch.push(msg);
+                    taken += 1;
+                }
+                Err(PopError::Empty) if taken == 0 => return Err(RecvError::Empty),
+                Err(PopError::Closed) if taken == 0 => return Err(RecvError::Closed),
+                Err(_) => break,
+            }
+        }
+        self.took(taken);
+        Ok(taken)
+    }
+
+    /// Counts received messages, wakes as many waiting senders, and lets the watch re-arm.
+    #[inline]
+    fn took(&self, count: usize) {
+        let s = &*self.shared;
+        s.metrics.record_received(count as u64);
+        s.room.notify_additional(count);
+        s.watch.check_recv(&s.info, || s.queue.len());
+    }
+
+    fn wait_to_take<R>(
+        &self,
+        deadline: Option<Instant>,
+        interrupt: Option<&Interrupt>,
+        mut take: impl FnMut() -> Result<R, RecvError>,
+    ) -> Result<R, RecvError> {
+        loop {
+            match take() {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            let listener = self.shared.items.listen();
+            match take() {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            match block_on(listener, deadline, interrupt) {
+                Ok(()) => {}
+                Err(WaitStopped::TimedOut) => {
+                    return match take() {
+                        Err(RecvError::Empty) => Err(RecvError::TimedOut),
+                        done => done,
+                    };
+                }
+                Err(WaitStopped::Interrupted) => return Err(RecvError::Interrupted),
+            }
+        }
+    }
+
+    async fn await_to_take<R>(
+        &self,
+        mut take: impl FnMut() -> Result<R, RecvError>,
+    ) -> Result<R, RecvError> {
+        loop {
+            match take() {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            let listener = self.shared.items.listen();
+            match take() {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            listener.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::MonitorEvent;
+    use std::sync::Mutex;
+    use std::thread;
+
+    fn channel_with(
+        policy: OverflowPolicy,
+        capacity: usize,
+        send_timeout: Option<Duration>,
+        monitor: &Monitor,
+    ) -> MonitoredChannel<u32> {
+        MonitoredChannel::from_info(
+            ChannelInfo {
+                name: "worker.command_processor".into(),
+                component: "worker".into(),
+                capacity,
+                policy,
+                send_timeout,
+            },
+            monitor,
+        )
+    }
+
+    fn channel(policy: OverflowPolicy, capacity: usize) -> MonitoredChannel<u32> {
+        channel_with(policy, capacity, None, &Monitor::new(0.8))
+    }
+
+    fn fill(ch: &MonitoredChannel<u32>) {
+        for i in 0..ch.capacity() as u32 {
+            assert_eq!(ch.send(i).unwrap(), SendOutcome::Sent);
+        }
+    }
+
+    fn wait_until(condition: impl Fn() -> bool) {
+        while !condition() {
+            thread::yield_now();
+        }
+    }
+
+    fn recording_monitor() -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let monitor = Monitor::new(0.8).with_hook(Arc::new(move |event: MonitorEvent| {
+            sink.lock().unwrap().push(event);
+        }));
+        (monitor, seen)
+    }
+
+    #[test]
+    fn new_channel_reflects_its_spec() {
+        let spec = ChannelSpec {
+            name: "shared.ffi".into(),
+            component: "shared".into(),
+            capacity_key: "ruby_event_buffer_size".into(),
+            capacity: 3,
+            overflow: OverflowPolicy::Error,
+            send_timeout: Some(Duration::from_millis(5)),
+        };
+        let ch: MonitoredChannel<()> = MonitoredChannel::new(&spec, &Monitor::new(0.8));
+        assert_eq!(ch.name(), "shared.ffi");
+        assert_eq!(ch.component(), "shared");
+        assert_eq!(ch.capacity(), 3);
+        assert_eq!(ch.policy(), OverflowPolicy::Error);
+        assert_eq!(ch.send_timeout(), Some(Duration::from_millis(5)));
+        assert!(ch.is_empty() && !ch.is_full() && !ch.is_closed());
+    }
+
+    #[test]
+    fn messages_come_out_in_order() {
+        let ch = channel(OverflowPolicy::Block, 4);
+        fill(&ch);
+        assert!(ch.is_full());
+        assert_eq!(ch.len(), 4);
+        let got: Vec<u32> = (0..4).map(|_| ch.try_recv().unwrap()).collect();
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(ch.try_recv(), Err(RecvError::Empty));
+        let stats = ch.stats();
+        assert_eq!(
+            (stats.sent, stats.received, stats.high_water_mark),
+            (4, 4, 4)
+        );
+    }
+
+    #[test]
+    fn drop_discards_the_new_message_and_counts_it() {
+        let ch = channel(OverflowPolicy::Drop, 2);
+        fill(&ch);
+        assert_eq!(ch.send(99).unwrap(), SendOutcome::Dropped);
+        assert_eq!(ch.try_recv(), Ok(0));
+        assert_eq!(ch.try_recv(), Ok(1));
+        let stats = ch.stats();
+        assert_eq!((stats.sent, stats.dropped, stats.rejected), (2, 1, 0));
+        assert_eq!(stats.full_events, 1);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_by_discarding_the_oldest() {
+        let ch = channel(OverflowPolicy::DropOldest, 2);
+        fill(&ch);
+        assert_eq!(ch.send(99).unwrap(), SendOutcome::Sent);
+        assert_eq!(ch.try_recv(), Ok(1));
+        assert_eq!(ch.try_recv(), Ok(99));
+        let stats = ch.stats();
+        assert_eq!((stats.sent, stats.dropped, stats.received), (3, 1, 2));
+        assert_eq!(stats.full_events, 1);
+    }
+
+    #[test]
+    fn error_fails_at_once_with_the_message_and_context() {
+        let ch = channel(OverflowPolicy::Error, 1);
+        fill(&ch);
+        let err = ch.send(7).unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::Full);
+        assert!(err.is_backpressure());
+        assert_eq!(err.channel().name, "worker.command_processor");
+        assert_eq!(err.channel().capacity, 1);
+        assert_eq!(err.channel().policy, OverflowPolicy::Error);
+        assert_eq!(
+            err.to_string(),
+            "channel worker.command_processor is full (capacity 1, policy error)"
+        );
+        assert_eq!(err.into_inner(), 7);
+        let stats = ch.stats();
+        assert_eq!((stats.sent, stats.rejected, stats.blocked), (1, 1, 0));
+    }
+
+    #[test]
+    fn block_with_timeout_hands_the_message_back() {
+        let ch = channel_with(
+            OverflowPolicy::Block,
+            1,
+            Some(Duration::from_millis(10)),
+            &Monitor::new(0.8),
+        );
+        fill(&ch);
+        let err = ch.send(5).unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::TimedOut);
+        assert!(
+            matches!(err, SendError::TimedOut { waited, .. } if waited >= Duration::from_millis(10))
+        );
+        assert_eq!(err.into_inner(), 5);
+        let stats = ch.stats();
+        assert_eq!(
+            (stats.rejected, stats.blocked, stats.full_events),
+            (1, 1, 1)
+        );
+        assert_eq!(stats.sent, 1);
+    }
+
+    #[test]
+    fn block_waits_for_room() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        fill(&ch);
+        let sender = {
+            let ch = ch.clone();
+            thread::spawn(move || ch.send(1))
+        };
+        wait_until(|| ch.stats().blocked == 1);
+        assert_eq!(ch.recv(None, None), Ok(0));
+        assert_eq!(sender.join().unwrap().unwrap(), SendOutcome::Sent);
+        assert_eq!(ch.recv(None, None), Ok(1));
+        let stats = ch.stats();
+        assert_eq!((stats.sent, stats.received, stats.rejected), (2, 2, 0));
+        assert_eq!(ch.sample().send_wait.count(), 2);
+        assert_eq!(ch.sample().send_wait.zero_wait, 1);
+    }
+
+    #[test]
+    fn explicit_wait_lets_an_error_channel_wait_for_room() {
+        let ch = channel(OverflowPolicy::Error, 1);
+        fill(&ch);
+        let sender = {
+            let ch = ch.clone();
+            thread::spawn(move || ch.send_with(1, SendWait::forever()))
+        };
+        wait_until(|| ch.stats().blocked == 1);
+        assert_eq!(ch.try_recv(), Ok(0));
+        assert_eq!(sender.join().unwrap().unwrap(), SendOutcome::Sent);
+
+        let err = ch
+            .send_with(
+                2,
+                SendWait::until(Instant::now() + Duration::from_millis(5)),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::TimedOut);
+        assert_eq!(ch.stats().rejected, 1);
+    }
+
+    #[test]
+    fn interrupt_wakes_a_blocked_send_and_returns_the_message() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        fill(&ch);
+        let interrupt = Arc::new(Interrupt::new());
+        let sender = {
+            let (ch, interrupt) = (ch.clone(), Arc::clone(&interrupt));
+            thread::spawn(move || ch.send_with(9, SendWait::policy().interruptible(&interrupt)))
+        };
+        wait_until(|| ch.stats().blocked == 1);
+        interrupt.trigger();
+        let err = sender.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::Interrupted);
+        assert_eq!(err.into_inner(), 9);
+        assert_eq!(ch.stats().rejected, 1);
+        assert_eq!(ch.len(), 1);
+    }
+
+    #[test]
+    fn interrupt_wakes_a_blocked_recv() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        let interrupt = Arc::new(Interrupt::new());
+        let receiver = {
+            let (ch, interrupt) = (ch.clone(), Arc::clone(&interrupt));
+            thread::spawn(move || ch.recv(None, Some(&interrupt)))
+        };
+        interrupt.trigger();
+        assert_eq!(receiver.join().unwrap(), Err(RecvError::Interrupted));
+    }
+
+    #[test]
+    fn recv_times_out_when_nothing_arrives() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert_eq!(ch.recv(Some(deadline), None), Err(RecvError::TimedOut));
+        assert_eq!(
+            ch.recv_batch(3, Some(Instant::now()), None),
+            Err(RecvError::TimedOut)
+        );
+    }
+
+    #[test]
+    fn close_wakes_waiting_senders_and_receivers() {
+        let full = channel(OverflowPolicy::Block, 1);
+        fill(&full);
+        let sender = {
+            let ch = full.clone();
+            thread::spawn(move || ch.send(1))
+        };
+        let empty = channel(OverflowPolicy::Block, 1);
+        let receiver = {
+            let ch = empty.clone();
+            thread::spawn(move || ch.recv(None, None))
+        };
+        wait_until(|| full.stats().blocked == 1);
+        assert!(full.close());
+        assert!(!full.close(), "close is idempotent");
+        empty.close();
+        let err = sender.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::Closed);
+        assert_eq!(err.into_inner(), 1);
+        assert_eq!(receiver.join().unwrap(), Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn closed_channel_refuses_sends_and_drains_to_receivers() {
+        let ch = channel(OverflowPolicy::DropOldest, 3);
+        assert!(ch.send(1).unwrap().is_sent());
+        assert!(ch.send(2).unwrap().is_sent());
+        ch.close();
+        assert!(ch.is_closed());
+        assert_eq!(ch.send(3).unwrap_err().kind(), SendErrorKind::Closed);
+        assert_eq!(ch.recv(None, None), Ok(1));
+        assert_eq!(ch.recv_batch(10, None, None), Ok(vec![2]));
+        assert_eq!(ch.recv(None, None), Err(RecvError::Closed));
+        assert_eq!(ch.try_recv(), Err(RecvError::Closed));
+        assert_eq!(ch.stats().rejected, 1);
+    }
+
+    #[test]
+    fn recv_batch_takes_up_to_max_and_wakes_senders() {
+        let ch = channel(OverflowPolicy::Block, 2);
+        fill(&ch);
+        let senders: Vec<_> = (10..12)
+            .map(|n| {
+                let ch = ch.clone();
+                thread::spawn(move || ch.send(n))
+            })
+            .collect();
+        wait_until(|| ch.stats().blocked == 2);
+        let mut first = ch.recv_batch(5, None, None).unwrap();
+        assert_eq!(first, [0, 1]);
+        for sender in senders {
+            assert_eq!(sender.join().unwrap().unwrap(), SendOutcome::Sent);
+        }
+        let mut rest = Vec::new();
+        assert_eq!(ch.recv_batch_into(&mut rest, 1, None, None), Ok(1));
+        assert_eq!(ch.recv_batch_into(&mut rest, 1, None, None), Ok(1));
+        rest.sort_unstable();
+        assert_eq!(rest, [10, 11]);
+        assert_eq!(ch.recv_batch(0, None, None), Ok(vec![]));
+        first.clear();
+        assert_eq!(ch.stats().received, 4);
+    }
+
+    #[test]
+    fn sliced_wait_counts_one_send_once() {
+        let (monitor, seen) = recording_monitor();
+        let ch = channel_with(OverflowPolicy::Error, 1, None, &monitor);
+        fill(&ch);
+        let mut progress = SendProgress::new();
+        let mut msg = 5;
+        for _ in 0..3 {
+            let slice_end = Instant::now() + Duration::from_millis(2);
+            let err = ch
+                .send_with(msg, SendWait::until(slice_end).slice(&mut progress))
+                .unwrap_err();
+            assert_eq!(err.kind(), SendErrorKind::TimedOut);
+            msg = err.into_inner();
+        }
+        let stats = ch.stats();
+        assert_eq!(
+            (stats.rejected, stats.blocked, stats.full_events),
+            (0, 1, 1)
+        );
+        assert!(progress.waiting_since().is_some());
+        let overflows = |seen: &Mutex<Vec<MonitorEvent>>| {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, MonitorEvent::Overflow { .. }))
+                .count()
+        };
+        assert_eq!(overflows(&seen), 0);
+
+        ch.record_rejected(SendErrorKind::TimedOut);
+        assert_eq!(ch.stats().rejected, 1);
+        assert_eq!(overflows(&seen), 1);
+
+        // A later slice that finds room records the wait from the first slice.
+        assert_eq!(ch.try_recv(), Ok(0));
+        let slice_end = Instant::now() + Duration::from_millis(2);
+        assert_eq!(
+            ch.send_with(msg, SendWait::until(slice_end).slice(&mut progress))
+                .unwrap(),
+            SendOutcome::Sent
+        );
+        let wait = ch.sample().send_wait;
+        assert_eq!((wait.zero_wait, wait.count()), (1, 2));
+        assert!(wait.sum_us >= 6_000, "{}", wait.sum_us);
+    }
+
+    #[test]
+    fn every_overflow_reaches_the_hook() {
+        let (monitor, seen) = recording_monitor();
+        let drop = channel_with(OverflowPolicy::Drop, 1, None, &monitor);
+        let oldest = channel_with(OverflowPolicy::DropOldest, 1, None, &monitor);
+        let error = channel_with(OverflowPolicy::Error, 1, None, &monitor);
+        for ch in [&drop, &oldest, &error] {
+            fill(ch);
+            let _ = ch.send(1);
+        }
+        let actions: Vec<OverflowAction> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                MonitorEvent::Overflow { action, .. } => Some(*action),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                OverflowAction::DroppedNew,
+                OverflowAction::DroppedOldest,
+                OverflowAction::Rejected
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sender_finding_the_channel_full_raises_saturation() {
+        let (monitor, seen) = recording_monitor();
+        let ch = channel_with(OverflowPolicy::Error, 2, None, &monitor);
+        // Fill behind the watch's back, so no send ever reported a length change.
+        ch.shared.queue.push(1).unwrap();
+        ch.shared.queue.push(2).unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        let _ = ch.send(3);
+        let _ = ch.send(4);
+        let names: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(MonitorEvent::event_name)
+            .collect();
+        assert_eq!(
+            names,
+            ["channel.saturated", "channel.overflow", "channel.overflow"]
+        );
+        assert_eq!(ch.stats().high_water_mark, 2);
+    }
+
+    #[test]
+    fn saturation_warns_once_per_crossing_and_rearms_below_the_margin() {
+        let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buffer = Arc::clone(&buffer);
+            move || CaptureWriter(Arc::clone(&buffer))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let warnings = || {
+            String::from_utf8(buffer.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains("channel saturated"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            // Threshold 0.8 of 10: warns at 8, re-arms below 7.
+            let ch = channel(OverflowPolicy::Block, 10);
+            for i in 0..10 {
+                assert!(ch.send(i).unwrap().is_sent());
+            }
+            assert_eq!(warnings().len(), 1);
+            for _ in 0..3 {
+                ch.try_recv().unwrap(); // down to 7: still not re-armed
+            }
+            assert!(ch.send(0).unwrap().is_sent());
+            assert_eq!(warnings().len(), 1);
+            ch.try_recv().unwrap();
+            ch.try_recv().unwrap(); // 6 < 7: re-armed
+            assert!(ch.send(0).unwrap().is_sent()); // 7
+            assert_eq!(warnings().len(), 1);
+            assert!(ch.send(0).unwrap().is_sent()); // 8: second crossing
+            assert_eq!(warnings().len(), 2);
+        });
+        let first = &warnings()[0];
+        for field in [
+            "channel=worker.command_processor",
+            "component=worker",
+            "capacity=10",
+            "length=8",
+            "usage_percent=80",
+            "threshold=0.8",
+        ] {
+            assert!(first.contains(field), "{field} missing from {first}");
+        }
+    }
+
+    struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CaptureWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn weak_channel_does_not_keep_the_channel_alive() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        let weak = ch.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(ch);
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_send_and_recv_move_every_message() {
+        let ch: MonitoredChannel<u32> = channel(OverflowPolicy::Block, 4);
+        let producer = {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    assert_eq!(ch.send_async(i).await.unwrap(), SendOutcome::Sent);
+                }
+                ch.close();
+            })
+        };
+        let mut got = Vec::new();
+        loop {
+            match ch.recv_batch_async(16).await {
+                Ok(batch) => got.extend(batch),
+                Err(RecvError::Closed) => break,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        producer.await.unwrap();
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        let stats = ch.stats();
+        assert_eq!(
+            (stats.sent, stats.received, stats.rejected),
+            (1000, 1000, 0)
+        );
+        assert_eq!(ch.recv_async().await, Err(RecvError::Closed));
+    }
+
+    #[tokio::test]
+    async fn async_block_send_times_out_with_the_message() {
+        let ch = channel_with(
+            OverflowPolicy::Block,
+            1,
+            Some(Duration::from_millis(10)),
+            &Monitor::new(0.8),
+        );
+        assert!(ch.send_async(1).await.unwrap().is_sent());
+        let err = ch.send_async(2).await.unwrap_err();
+        assert_eq!(err.kind(), SendErrorKind::TimedOut);
+        assert_eq!(err.into_inner(), 2);
+        assert_eq!(ch.stats().rejected, 1);
+        assert_eq!(ch.recv_async().await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn async_send_applies_non_blocking_policies() {
+        let ch = channel(OverflowPolicy::Drop, 1);
+        assert!(ch.send_async(1).await.unwrap().is_sent());
+        assert_eq!(ch.send_async(2).await.unwrap(), SendOutcome::Dropped);
+        assert_eq!(ch.recv_async().await, Ok(1));
+    }
+
+    #[test]
+    fn async_sender_and_blocking_receiver_share_a_channel() {
+        let ch = channel(OverflowPolicy::Block, 2);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let receiver = {
+            let ch = ch.clone();
+            thread::spawn(move || {
+                let mut total = 0u64;
+                while let Ok(n) = ch.recv(None, None) {
+                    total += u64::from(n);
+                }
+                total
+            })
+        };
+        runtime.block_on(async {
+            for i in 0..500 {
+                assert!(ch.send_async(i).await.unwrap().is_sent());
+            }
+        });
+        ch.close();
+        assert_eq!(receiver.join().unwrap(), (0..500u64).sum::<u64>());
+    }
+}

@@ -1,0 +1,469 @@
+//! Saturation watch: the WARN at `log_warning_threshold`, and notices for the event bus.
+//!
+//! Owns the per-channel armed/disarmed state, the one `tracing` WARN per crossing, and the
+//! [`MonitorHook`] that hears saturation, recovery and every overflow. It must never block
+//! a sender, never grow with message load, and never deliver a notice raised while a hook
+//! is already running on the same thread (that is how an overflowing event-bus channel is
+//! kept from notifying itself forever).
+//!
+//! # Hooks and recursion
+//!
+//! The event bus (SPEC §5) turns notices into `channel.saturated`, `channel.recovered` and
+//! `channel.overflow` events and enqueues them on `shared.event_publisher`. That enqueue can
+//! itself overflow and raise a notice. Two rules stop the loop:
+//! - a hook must only ever *try* to send (never wait), so it cannot block the sender that
+//!   triggered it;
+//! - while a hook runs, notices raised on the same thread are logged and counted as usual
+//!   but not handed to any hook.
+//!
+//! A hook that holds a channel keeps that channel alive and the channel keeps its monitor
+//! (and so the hook) alive: hold a [`WeakChannel`](crate::channel::WeakChannel) instead.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::channel::ChannelInfo;
+use crate::metrics::usage_percent;
+
+/// How far (as a fraction of capacity) usage must fall below the threshold to re-arm.
+pub const REARM_MARGIN: f64 = 0.10;
+
+/// Receives monitor notices. Called on the sending or receiving thread, in the middle of a
+/// channel operation: implementations must return quickly, must only try-send (never wait
+/// for room), and must not panic.
+pub trait MonitorHook: Send + Sync {
+    fn on_event(&self, event: MonitorEvent);
+}
+
+impl<F: Fn(MonitorEvent) + Send + Sync> MonitorHook for F {
+    fn on_event(&self, event: MonitorEvent) {
+        self(event)
+    }
+}
+
+/// What a channel's monitor noticed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MonitorEvent {
+    /// Usage reached the threshold (or a sender found the channel full) while armed.
+    Saturated {
+        channel: Arc<ChannelInfo>,
+        length: usize,
+        usage_percent: f64,
+        threshold: f64,
+    },
+    /// Usage fell below the threshold minus [`REARM_MARGIN`]; the next crossing warns again.
+    Recovered {
+        channel: Arc<ChannelInfo>,
+        length: usize,
+        usage_percent: f64,
+        threshold: f64,
+    },
+    /// A message was dropped or a send was rejected because the channel was full.
+    Overflow {
+        channel: Arc<ChannelInfo>,
+        length: usize,
+        action: OverflowAction,
+    },
+}
+
+impl MonitorEvent {
+    pub fn channel(&self) -> &ChannelInfo {
+        match self {
+            MonitorEvent::Saturated { channel, .. }
+            | MonitorEvent::Recovered { channel, .. }
+            | MonitorEvent::Overflow { channel, .. } => channel,
+        }
+    }
+
+    pub fn length(&self) -> usize {
+        match *self {
+            MonitorEvent::Saturated { length, .. }
+            | MonitorEvent::Recovered { length, .. }
+            | MonitorEvent::Overflow { length, .. } => length,
+        }
+    }
+
+    /// The event-bus name of this notice.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            MonitorEvent::Saturated { .. } => "channel.saturated",
+            MonitorEvent::Recovered { .. } => "channel.recovered",
+            MonitorEvent::Overflow { .. } => "channel.overflow",
+        }
+    }
+}
+
+/// What the overflow policy did with a message that did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverflowAction {
+    /// `drop`: the new message was discarded.
+    DroppedNew,
+    /// `drop_oldest`: the oldest queued message was discarded to make room.
+    DroppedOldest,
+    /// The send failed and the message went back to the caller (policy `error`, a `block`
+    /// timeout, or an interrupted or closed send).
+    Rejected,
+}
+
+impl OverflowAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverflowAction::DroppedNew => "dropped",
+            OverflowAction::DroppedOldest => "dropped_oldest",
+            OverflowAction::Rejected => "rejected",
+        }
+    }
+}
+
+/// Shared by every channel of a registry: the warning threshold and the (late-bound) hook.
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<MonitorShared>,
+}
+
+struct MonitorShared {
+    threshold: f64,
+    hook: OnceLock<Arc<dyn MonitorHook>>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("threshold", &self.shared.threshold)
+            .field("hook", &self.shared.hook.get().is_some())
+            .finish()
+    }
+}
+
+impl Monitor {
+    /// A monitor warning at `threshold` (a fraction of capacity).
+    ///
+    /// # Panics
+    /// If `threshold` is not within (0, 1]; configuration validation rejects such values
+    /// before they get here.
+    pub fn new(threshold: f64) -> Self {
+        assert!(
+            threshold > 0.0 && threshold <= 1.0,
+            "log_warning_threshold must be within (0, 1], got {threshold}"
+        );
+        Self {
+            shared: Arc::new(MonitorShared {
+                threshold,
+                hook: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn with_hook(self, hook: Arc<dyn MonitorHook>) -> Self {
+        let _ = self.set_hook(hook);
+        self
+    }
+
+    /// Installs the hook once, after the channels exist, so the event bus can be built on
+    /// top of them. Returns the hook back if one is already installed.
+    pub fn set_hook(&self, hook: Arc<dyn MonitorHook>) -> Result<(), Arc<dyn MonitorHook>> {
+        self.shared.hook.set(hook)
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.shared.threshold
+    }
+
+    pub(crate) fn watch(&self, capacity: usize) -> SaturationWatch {
+        SaturationWatch::new(self.clone(), capacity)
+    }
+
+    fn deliver(&self, event: impl FnOnce() -> MonitorEvent) {
+        let Some(hook) = self.shared.hook.get() else {
+            return;
+        };
+        if IN_HOOK.get() {
+            return;
+        }
+        IN_HOOK.set(true);
+        let _reset = LeaveHook;
+        hook.on_event(event());
+    }
+}
+
+thread_local! {
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`IN_HOOK`] even if the hook panics.
+struct LeaveHook;
+
+impl Drop for LeaveHook {
+    fn drop(&mut self) {
+        IN_HOOK.set(false);
+    }
+}
+
+/// One channel's saturation state. Armed means the next crossing warns.
+#[derive(Debug)]
+pub(crate) struct SaturationWatch {
+    monitor: Monitor,
+    armed: AtomicBool,
+    /// Smallest length whose usage reaches the threshold.
+    warn_length: usize,
+    /// Lengths below this re-arm the warning.
+    rearm_below: usize,
+}
+
+impl SaturationWatch {
+    fn new(monitor: Monitor, capacity: usize) -> Self {
+        let threshold = monitor.threshold();
+        let warn_length = smallest_length_where(capacity, |ratio| ratio >= threshold);
+        let rearm_ratio = threshold - REARM_MARGIN;
+        let rearm_below = smallest_length_where(capacity, |ratio| ratio >= rearm_ratio)
+            .clamp(1, warn_length.max(1));
+        Self {
+            monitor,
+            armed: AtomicBool::new(true),
+            warn_length,
+            rearm_below,
+        }
+    }
+
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Called with the length right after a send changed it, and with the capacity when a
+    /// sender found the channel full.
+    #[inline]
+    pub(crate) fn check_send(&self, channel: &Arc<ChannelInfo>, length: usize) {
+        if length >= self.warn_length && self.armed.load(Ordering::Relaxed) {
+            self.saturate(channel, length);
+        }
+    }
+
+    /// Called after a receive; `length` is only computed while disarmed.
+    #[inline]
+    pub(crate) fn check_recv(&self, channel: &Arc<ChannelInfo>, length: impl FnOnce() -> usize) {
+        if !self.armed.load(Ordering::Relaxed) {
+            self.maybe_recover(channel, length());
+        }
+    }
+
+    pub(crate) fn overflow(
+        &self,
+        channel: &Arc<ChannelInfo>,
+        length: usize,
+        action: OverflowAction,
+    ) {
+        self.monitor.deliver(|| MonitorEvent::Overflow {
+            channel: Arc::clone(channel),
+            length,
+            action,
+        });
+    }
+
+    #[cold]
+    fn saturate(&self, channel: &Arc<ChannelInfo>, length: usize) {
+        // Only the thread that flips armed -> disarmed speaks, so one crossing is one WARN.
+        if !self.armed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let threshold = self.monitor.threshold();
+        let usage_percent = usage_percent(length, channel.capacity);
+        tracing::warn!(
+            channel = %channel.name,
+            component = %channel.component,
+            capacity = channel.capacity,
+            length,
+            usage_percent,
+            threshold,
+            "channel saturated"
+        );
+        self.monitor.deliver(|| MonitorEvent::Saturated {
+            channel: Arc::clone(channel),
+            length,
+            usage_percent,
+            threshold,
+        });
+    }
+
+    #[cold]
+    fn maybe_recover(&self, channel: &Arc<ChannelInfo>, length: usize) {
+        if length >= self.rearm_below
+            || self
+                .armed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let threshold = self.monitor.threshold();
+        let usage_percent = usage_percent(length, channel.capacity);
+        tracing::info!(
+            channel = %channel.name,
+            component = %channel.component,
+            capacity = channel.capacity,
+            length,
+            usage_percent,
+            threshold,
+            "channel recovered"
+        );
+        self.monitor.deliver(|| MonitorEvent::Recovered {
+            channel: Arc::clone(channel),
+            length,
+            usage_percent,
+            threshold,
+        });
+    }
+}
+
+/// The smallest length in `0..=capacity` whose usage ratio satisfies `reaches`, found by
+/// testing lengths rather than multiplying the threshold out (`0.7 * 100.0` is
+/// `70.00000000000001`, which would move the warning to 71).
+fn smallest_length_where(capacity: usize, reaches: impl Fn(f64) -> bool) -> usize {
+    // Capacities are at most 2^24, so distinct ratios differ by far more than this slack,
+    // which only absorbs rounding in thresholds such as `0.8 - 0.1 == 0.7000000000000001`.
+    const SLACK: f64 = 1e-9;
+    let ratio = |length: usize| length as f64 / capacity as f64 + SLACK;
+    // `reaches` is monotonic in length, so a binary search over 0..=capacity finds it.
+    let (mut low, mut high) = (0usize, capacity);
+    if !reaches(ratio(high)) {
+        return capacity + 1;
+    }
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if reaches(ratio(mid)) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::OverflowPolicy;
+    use std::sync::Mutex;
+
+    fn info(capacity: usize) -> Arc<ChannelInfo> {
+        Arc::new(ChannelInfo {
+            name: "worker.command_processor".into(),
+            component: "worker".into(),
+            capacity,
+            policy: OverflowPolicy::Block,
+            send_timeout: None,
+        })
+    }
+
+    fn recording_monitor(threshold: f64) -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let monitor = Monitor::new(threshold).with_hook(Arc::new(move |event: MonitorEvent| {
+            sink.lock().unwrap().push(event);
+        }));
+        (monitor, seen)
+    }
+
+    fn names(seen: &Mutex<Vec<MonitorEvent>>) -> Vec<&'static str> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(MonitorEvent::event_name)
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_are_computed_without_float_surprises() {
+        let watch = Monitor::new(0.7).watch(100);
+        assert_eq!(watch.warn_length, 70);
+        assert_eq!(watch.rearm_below, 60);
+        let watch = Monitor::new(0.8).watch(1000);
+        assert_eq!((watch.warn_length, watch.rearm_below), (800, 700));
+        let watch = Monitor::new(1.0).watch(3);
+        assert_eq!((watch.warn_length, watch.rearm_below), (3, 3));
+        let watch = Monitor::new(0.05).watch(10);
+        assert_eq!((watch.warn_length, watch.rearm_below), (1, 1));
+        let watch = Monitor::new(0.8).watch(1);
+        assert_eq!((watch.warn_length, watch.rearm_below), (1, 1));
+    }
+
+    #[test]
+    fn one_notice_per_crossing_rearmed_only_below_the_margin() {
+        let (monitor, seen) = recording_monitor(0.8);
+        let watch = monitor.watch(10);
+        let channel = info(10);
+        for length in [8, 9, 10, 9, 8, 7] {
+            watch.check_send(&channel, length);
+            watch.check_recv(&channel, || length);
+        }
+        assert_eq!(names(&seen), ["channel.saturated"]);
+        watch.check_recv(&channel, || 6);
+        assert_eq!(names(&seen), ["channel.saturated", "channel.recovered"]);
+        watch.check_send(&channel, 7);
+        watch.check_send(&channel, 8);
+        assert_eq!(
+            names(&seen),
+            [
+                "channel.saturated",
+                "channel.recovered",
+                "channel.saturated"
+            ]
+        );
+    }
+
+    #[test]
+    fn notices_raised_inside_a_hook_are_not_delivered() {
+        struct Echo {
+            watch: OnceLock<SaturationWatch>,
+            channel: Arc<ChannelInfo>,
+            calls: Mutex<usize>,
+        }
+        impl MonitorHook for Echo {
+            fn on_event(&self, _event: MonitorEvent) {
+                *self.calls.lock().unwrap() += 1;
+                // The bus enqueueing its own notice overflows again.
+                let watch = self.watch.get().unwrap();
+                watch.overflow(&self.channel, 10, OverflowAction::DroppedNew);
+            }
+        }
+        let echo = Arc::new(Echo {
+            watch: OnceLock::new(),
+            channel: info(10),
+            calls: Mutex::new(0),
+        });
+        let monitor = Monitor::new(0.8).with_hook(echo.clone());
+        let _ = echo.watch.set(monitor.watch(10));
+        echo.watch
+            .get()
+            .unwrap()
+            .overflow(&echo.channel, 10, OverflowAction::DroppedNew);
+        assert_eq!(*echo.calls.lock().unwrap(), 1);
+        // The guard is lifted afterwards.
+        echo.watch
+            .get()
+            .unwrap()
+            .overflow(&echo.channel, 10, OverflowAction::DroppedNew);
+        assert_eq!(*echo.calls.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn hook_can_be_installed_once_after_channels_exist() {
+        let monitor = Monitor::new(0.5);
+        let watch = monitor.watch(4);
+        let count = Arc::new(Mutex::new(0));
+        let sink = Arc::clone(&count);
+        assert!(monitor
+            .set_hook(Arc::new(move |_: MonitorEvent| *sink.lock().unwrap() += 1))
+            .is_ok());
+        assert!(monitor.set_hook(Arc::new(|_: MonitorEvent| {})).is_err());
+        watch.overflow(&info(4), 4, OverflowAction::Rejected);
+        assert_eq!(*count.lock().unwrap(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "within (0, 1]")]
+    fn threshold_outside_the_valid_range_is_refused() {
+        let _ = Monitor::new(1.5);
+    }
+}
