@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
 $LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
+# Saturation warnings are expected all over the suite; specs that check them run a subprocess.
+ENV["TASKER_LOG"] ||= "error"
 require "tasker_channels"
 
 Dir[File.join(__dir__, "support", "helpers", "*.rb")].each { |file| require file }
