@@ -355,11 +355,15 @@ impl EventBus {
 
     /// Records what the dispatch side did with a batch.
     pub fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
-        self.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.counters
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
         self.counters
             .handler_errors
             .fetch_add(handler_errors, Ordering::Relaxed);
-        self.counters.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+        self.counters
+            .unmatched
+            .fetch_add(unmatched, Ordering::Relaxed);
     }
 
     /// Stops accepting: publishers (waiting ones too) get `Closed`. What was accepted still
@@ -401,36 +405,33 @@ impl EventBus {
         let mut out = PrometheusText::new();
         self.registry.write_prometheus(&mut out);
         let stats = self.stats();
-        let families: [(&str, &str, &[(&str, u64)]); 3] = [
-            (
-                "tasker_events_accepted_total",
-                "Events accepted onto the bus, by source.",
-                &[("ruby", stats.published), ("rust", stats.emitted)],
-            ),
-            (
-                "tasker_events_dispatched_total",
-                "Events that reached the dispatch side, by outcome.",
-                &[("delivered", stats.delivered), ("unmatched", stats.unmatched)],
-            ),
-            (
-                "tasker_event_handler_errors_total",
-                "Subscriber calls that raised.",
-                &[("handler", stats.handler_errors)],
-            ),
-        ];
-        for (name, help, samples) in families {
+        let mut counter = |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| {
             out.family(name, MetricKind::Counter, help);
-            let label = if name == "tasker_events_accepted_total" {
-                "source"
-            } else if name == "tasker_events_dispatched_total" {
-                "outcome"
-            } else {
-                "kind"
-            };
-            for (value_label, value) in samples {
-                out.sample_u64(name, &[(label, value_label)], *value);
+            for (label_value, value) in samples {
+                out.sample_u64(name, &[(label, label_value)], *value);
             }
-        }
+        };
+        counter(
+            "tasker_events_accepted_total",
+            "Events accepted onto the bus, by source.",
+            "source",
+            &[("ruby", stats.published), ("rust", stats.emitted)],
+        );
+        counter(
+            "tasker_events_dispatched_total",
+            "Events that reached the dispatch side, by outcome.",
+            "outcome",
+            &[
+                ("delivered", stats.delivered),
+                ("unmatched", stats.unmatched),
+            ],
+        );
+        counter(
+            "tasker_event_handler_errors_total",
+            "Subscriber calls that raised.",
+            "kind",
+            &[("handler", stats.handler_errors)],
+        );
         out.into_string()
     }
 }
@@ -462,5 +463,176 @@ async fn forward(
     // everything accepted has reached them.
     if running.fetch_sub(1, Ordering::AcqRel) == 1 {
         to.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::channel::SendErrorKind;
+    use crate::config::testing::TempDir;
+    use crate::config::LoadOptions;
+
+    fn config_with(overrides: &str) -> (Config, TempDir) {
+        let dir = TempDir::new();
+        dir.write("environments/test/mpsc_channels.toml", overrides);
+        let options = LoadOptions {
+            environment: Some("test".into()),
+            config_dir: Some(dir.path().to_path_buf()),
+            shipped_dir_label: None,
+        };
+        (Config::load_with_env(&options, |_| None).unwrap(), dir)
+    }
+
+    const SMALL: &str = r#"
+[mpsc_channels.shared.ffi]
+ruby_event_buffer_size = 4
+[mpsc_channels.worker.in_process_events]
+broadcast_buffer_size = 4
+[mpsc_channels.shared.event_publisher]
+event_queue_buffer_size = 2
+"#;
+
+    fn publish(bus: &EventBus, seq: i64) -> Result<u64, SendError<Message>> {
+        let event = bus
+            .prepare("load.event", Payload::Int(seq), EventSource::Ruby)
+            .unwrap();
+        bus.publish_prepared(event, SendWait::policy())
+    }
+
+    /// Takes events until `expected` Ruby events have arrived (the monitor's Rust events
+    /// may be interleaved and are dropped here).
+    fn take_all(bus: &EventBus, expected: usize) -> Vec<Event> {
+        let mut taken = Vec::new();
+        while taken.len() < expected {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            match bus.next_batch(16, Some(deadline), None) {
+                Ok(batch) => {
+                    taken.extend(batch.into_iter().filter(|e| e.source == EventSource::Ruby))
+                }
+                Err(error) => panic!("expected {expected} events, got {}: {error:?}", taken.len()),
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn a_published_event_reaches_the_dispatch_side_intact() {
+        let (config, _dir) = config_with(SMALL);
+        let bus = EventBus::start(&config);
+        let id = publish(&bus, 7).unwrap();
+        let events = take_all(&bus, 1);
+        assert_eq!(events[0].id, id);
+        assert_eq!(events[0].name, "load.event");
+        assert_eq!(events[0].payload, Payload::Int(7));
+        assert_eq!(events[0].source, EventSource::Ruby);
+        assert_eq!(bus.stats().published, 1);
+    }
+
+    #[test]
+    fn backpressure_is_bounded_and_loses_nothing() {
+        let (config, _dir) = config_with(SMALL);
+        let bus = EventBus::start(&config);
+        let mut accepted = Vec::new();
+        let error = loop {
+            match publish(&bus, accepted.len() as i64) {
+                Ok(_) => accepted.push(accepted.len() as i64),
+                Err(error) => break error,
+            }
+            assert!(accepted.len() < 1000, "publish never pushed back");
+        };
+        assert_eq!(error.kind(), SendErrorKind::Full);
+        assert_eq!(error.channel().name, FFI_CHANNEL);
+        // Both buffers of 4, plus what a forwarder holds in flight.
+        assert!(
+            accepted.len() <= 4 + 4 + FORWARD_BATCH,
+            "{}",
+            accepted.len()
+        );
+
+        let delivered: Vec<i64> = take_all(&bus, accepted.len())
+            .into_iter()
+            .map(|event| match event.payload {
+                Payload::Int(seq) => seq,
+                other => panic!("unexpected payload {other:?}"),
+            })
+            .collect();
+        assert_eq!(delivered, accepted);
+    }
+
+    #[test]
+    fn close_delivers_what_was_accepted_then_reports_closed() {
+        let (config, _dir) = config_with(SMALL);
+        let bus = EventBus::start(&config);
+        publish(&bus, 1).unwrap();
+        publish(&bus, 2).unwrap();
+        bus.close_intake();
+        assert_eq!(publish(&bus, 3).unwrap_err().kind(), SendErrorKind::Closed);
+        let events = take_all(&bus, 2);
+        assert_eq!(events.len(), 2);
+        let deadline = Some(Instant::now() + Duration::from_secs(10));
+        assert_eq!(bus.next_batch(16, deadline, None), Err(RecvError::Closed));
+        assert!(bus.is_drained());
+    }
+
+    #[test]
+    fn emit_reports_a_drop_when_the_publisher_is_full() {
+        let (config, _dir) = config_with(SMALL);
+        let bus = EventBus::start(&config);
+        // Fill the dispatch side so the publisher's forwarder cannot drain.
+        let mut outcomes = Vec::new();
+        for n in 0..32 {
+            outcomes.push(bus.emit("rust.test", Payload::Int(n)));
+        }
+        assert!(outcomes.iter().any(|outcome| outcome.is_ok()));
+        let dropped = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Err(PublishError::Dropped { .. })))
+            .count();
+        assert!(dropped > 0, "a full drop-policy publisher must say so");
+        let publisher = bus.registry().get(PUBLISHER_CHANNEL).unwrap().stats();
+        // The monitor's own notices about the full publisher are dropped (and counted) too.
+        assert!(publisher.dropped as usize >= dropped);
+        assert!(matches!(
+            bus.emit("bad name", Payload::Nil),
+            Err(PublishError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn monitor_notices_become_rust_events_once_per_overflow_episode() {
+        let (config, _dir) = config_with(SMALL);
+        let bus = EventBus::start(&config);
+        // Overflow shared.ffi many times; only one channel.overflow for it until it recovers.
+        for n in 0..200 {
+            let _ = publish(&bus, n);
+        }
+        let mut notices = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while let Ok(batch) = bus.next_batch(16, Some(deadline), None) {
+            if batch.is_empty() {
+                break;
+            }
+            notices.extend(batch.into_iter().filter(|e| e.source == EventSource::Rust));
+        }
+        let ffi_overflows = notices
+            .iter()
+            .filter(|e| {
+                e.name == "channel.overflow"
+                    && e.payload.get("channel") == Some(&Payload::from(FFI_CHANNEL))
+            })
+            .count();
+        assert!(
+            ffi_overflows <= 2,
+            "overflow events must not flood: {ffi_overflows}"
+        );
+        let saturated = notices
+            .iter()
+            .find(|e| e.name == "channel.saturated")
+            .expect("a saturation notice");
+        assert_eq!(saturated.payload.get("capacity"), Some(&Payload::Int(4)));
+        assert!(bus.stats().emitted >= 1);
     }
 }

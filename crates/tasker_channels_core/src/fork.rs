@@ -91,7 +91,11 @@ mod tests {
         assert_eq!(runtime_handle().block_on(task).unwrap(), 42);
         let first = RUNTIME.load(Ordering::Acquire);
         runtime_handle();
-        assert_eq!(RUNTIME.load(Ordering::Acquire), first, "no rebuild without a fork");
+        assert_eq!(
+            RUNTIME.load(Ordering::Acquire),
+            first,
+            "no rebuild without a fork"
+        );
     }
 
     #[test]

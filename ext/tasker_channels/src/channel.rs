@@ -152,7 +152,9 @@ fn push_waiting(
     channel: &MonitoredChannel<Message>,
     message: Message,
 ) -> Result<bool, Error> {
-    let deadline = channel.send_timeout().map(|timeout| Instant::now() + timeout);
+    let deadline = channel
+        .send_timeout()
+        .map(|timeout| Instant::now() + timeout);
     let interrupt = Interrupt::new();
     let mut progress = SendProgress::new();
     let mut pending = Some(message);

@@ -7,7 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{
-    exception::ExceptionClass, function, Exception, IntoValue, RArray, prelude::*, value::Lazy, Error, RModule, Ruby, Value,
+    exception::ExceptionClass, function, prelude::*, value::Lazy, Error, Exception, IntoValue,
+    RArray, RModule, Ruby, Value,
 };
 
 static TASKER_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| class_under_tasker(ruby, "Error"));
@@ -58,7 +59,13 @@ pub fn closed_error(ruby: &Ruby, message: impl Into<String>) -> Error {
 }
 
 /// `Tasker::Backpressure` carrying the channel's name, capacity and policy.
-pub fn backpressure(ruby: &Ruby, message: &str, channel: &str, capacity: usize, policy: &str) -> Error {
+pub fn backpressure(
+    ruby: &Ruby,
+    message: &str,
+    channel: &str,
+    capacity: usize,
+    policy: &str,
+) -> Error {
     build_exception(ruby, ruby.get_inner(&BACKPRESSURE), message, |exc| {
         set_ivar(exc, "@channel", channel)?;
         set_ivar(exc, "@capacity", capacity)?;

@@ -5,11 +5,11 @@
 //! deep-frozen Ruby values on delivery. It must only run on a Ruby thread holding the GVL, and
 //! must never keep a Ruby object beyond the call.
 
-use magnus::{
-    r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString,
-    Ruby, Symbol, Value,
-};
 use magnus::rb_sys::AsRawValue;
+use magnus::{
+    r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
+    Value,
+};
 use tasker_channels_core::payload::{Key, Payload, MAX_DEPTH};
 
 /// What went wrong converting a payload, with where it went wrong.
@@ -96,7 +96,9 @@ fn convert(
         return symbol
             .name()
             .map(|name| Payload::Symbol(name.into_owned()))
-            .map_err(|_| Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8"));
+            .map_err(|_| {
+                Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8")
+            });
     }
     let array = RArray::from_value(value);
     let hash = RHash::from_value(value);
@@ -113,7 +115,10 @@ fn convert(
             format!("nests deeper than {MAX_DEPTH} levels"),
         ));
     }
-    if open_containers.iter().any(|open| open.as_raw() == value.as_raw()) {
+    if open_containers
+        .iter()
+        .any(|open| open.as_raw() == value.as_raw())
+    {
         return Err(Problem::new(
             ProblemKind::Argument,
             "contains itself (a cycle); payloads must be trees",
@@ -138,7 +143,9 @@ fn convert_array(
     let mut items = Vec::with_capacity(array.len());
     // Index-based so a handler mutating the array cannot invalidate an iterator.
     for index in 0..array.len() {
-        let item: Value = array.entry(index as isize).unwrap_or_else(|_| ruby.qnil().as_value());
+        let item: Value = array
+            .entry(index as isize)
+            .unwrap_or_else(|_| ruby.qnil().as_value());
         items.push(
             convert(ruby, item, depth + 1, open_containers)
                 .map_err(|p| p.under(format!("[{index}]")))?,
@@ -184,11 +191,19 @@ fn convert_key(key: Value) -> Result<Key, Problem> {
         return symbol
             .name()
             .map(|name| Key::Symbol(name.into_owned()))
-            .map_err(|_| Problem::new(ProblemKind::Argument, "has a Symbol key that is not valid UTF-8"));
+            .map_err(|_| {
+                Problem::new(
+                    ProblemKind::Argument,
+                    "has a Symbol key that is not valid UTF-8",
+                )
+            });
     }
     if let Some(string) = RString::from_value(key) {
         return string.to_string().map(Key::String).map_err(|_| {
-            Problem::new(ProblemKind::Argument, "has a String key that is not valid UTF-8")
+            Problem::new(
+                ProblemKind::Argument,
+                "has a String key that is not valid UTF-8",
+            )
         });
     }
     let class = unsafe { key.classname() }.into_owned();

@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use magnus::{
-    function, method, prelude::*, value::Lazy, Error, RArray, RClass, RHash, RModule, Ruby,
-    Symbol, Value,
+    function, method, prelude::*, value::Lazy, Error, RArray, RClass, RHash, RModule, Ruby, Symbol,
+    Value,
 };
 use tasker_channels_core::channel::{
     MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress, SendWait,
@@ -82,7 +82,10 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     class.define_method("channel", method!(NativeRuntime::channel, 1))?;
     class.define_method("publish", method!(NativeRuntime::publish, 3))?;
     class.define_method("next_batch", method!(NativeRuntime::next_batch, 2))?;
-    class.define_method("record_delivery", method!(NativeRuntime::record_delivery, 3))?;
+    class.define_method(
+        "record_delivery",
+        method!(NativeRuntime::record_delivery, 3),
+    )?;
     class.define_method("close_intake", method!(NativeRuntime::close_intake, 0))?;
     class.define_method("closed?", method!(NativeRuntime::is_closed, 0))?;
     class.define_method("drained?", method!(NativeRuntime::is_drained, 0))?;
@@ -155,13 +158,24 @@ impl NativeRuntime {
             let event = bus
                 .prepare(name, payload, EventSource::Ruby)
                 .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            publish_event(ruby, &bus, event, wait_seconds.unwrap_or(0.0) > 0.0, deadline)
+            publish_event(
+                ruby,
+                &bus,
+                event,
+                wait_seconds.unwrap_or(0.0) > 0.0,
+                deadline,
+            )
         })
     }
 
     /// `next_batch(max, timeout_seconds_or_nil)` → Array of Events; [] on timeout; nil once
     /// the bus is closed and drained.
-    fn next_batch(ruby: &Ruby, rb_self: &Self, max: usize, timeout: Option<f64>) -> Result<Value, Error> {
+    fn next_batch(
+        ruby: &Ruby,
+        rb_self: &Self,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> Result<Value, Error> {
         guard(|| {
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let bus = rb_self.handle.bus();
@@ -239,7 +253,9 @@ impl NativeRuntime {
             let name = event_name(ruby, name)?;
             let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
             let bus = rb_self.handle.bus();
-            if bus.registry().get(tasker_channels_core::event_bus::PUBLISHER_CHANNEL)
+            if bus
+                .registry()
+                .get(tasker_channels_core::event_bus::PUBLISHER_CHANNEL)
                 .is_some_and(|c| c.policy() == OverflowPolicy::Block)
             {
                 return Err(Error::new(
@@ -268,9 +284,9 @@ fn event_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
         return Ok(symbol.name()?.into_owned());
     }
     if let Some(string) = magnus::RString::from_value(name) {
-        return string.to_string().map_err(|_| {
-            Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8")
-        });
+        return string
+            .to_string()
+            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"));
     }
     Err(Error::new(
         ruby.exception_type_error(),
@@ -310,7 +326,9 @@ fn publish_event(
         interrupt.reset();
         let attempt = without_gvl(
             || {
-                let event = pending.take().expect("an event is pending while publishing");
+                let event = pending
+                    .take()
+                    .expect("an event is pending while publishing");
                 bus.publish_prepared(
                     event,
                     SendWait::until(slice_end)
@@ -358,14 +376,14 @@ pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
         ),
         SendErrorKind::Full | SendErrorKind::TimedOut => backpressure(
             ruby,
-            &format!(
-                "{error}: slow down and retry, or raise its capacity in the channel config"
-            ),
+            &format!("{error}: slow down and retry, or raise its capacity in the channel config"),
             &channel.name,
             channel.capacity,
             channel.policy.as_str(),
         ),
-        SendErrorKind::Interrupted => closed_error(ruby, format!("send to {} was interrupted", channel.name)),
+        SendErrorKind::Interrupted => {
+            closed_error(ruby, format!("send to {} was interrupted", channel.name))
+        }
     }
 }
 
@@ -406,9 +424,18 @@ fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
     let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
     set("channel", ruby.str_new(&row.channel).as_value())?;
     set("component", ruby.str_new(&row.component).as_value())?;
-    set("capacity", ruby.integer_from_u64(row.capacity as u64).as_value())?;
-    set("length", ruby.integer_from_u64(row.length as u64).as_value())?;
-    set("usage_percent", ruby.float_from_f64(row.usage_percent).as_value())?;
+    set(
+        "capacity",
+        ruby.integer_from_u64(row.capacity as u64).as_value(),
+    )?;
+    set(
+        "length",
+        ruby.integer_from_u64(row.length as u64).as_value(),
+    )?;
+    set(
+        "usage_percent",
+        ruby.float_from_f64(row.usage_percent).as_value(),
+    )?;
     set(
         "high_water_mark",
         ruby.integer_from_u64(row.high_water_mark as u64).as_value(),

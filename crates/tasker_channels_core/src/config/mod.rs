@@ -18,7 +18,7 @@ mod layers;
 mod problems;
 pub mod schema;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod validation;
 
 pub use problems::{ConfigErrors, ConfigProblem};
