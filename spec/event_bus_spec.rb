@@ -131,7 +131,10 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     runtime.subscribe("wanted") { nil }
     runtime.publish("unwanted")
     runtime.publish("wanted")
-    eventually { runtime.dispatch(timeout: 0.05); runtime.event_stats[:unmatched] == 1 }
+    eventually do
+      runtime.dispatch(timeout: 0.05)
+      runtime.event_stats[:unmatched] == 1
+    end
     expect(runtime.event_stats).to include(published: 2, delivered: 1, unmatched: 1)
   end
 
@@ -173,7 +176,10 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     seen = []
     runtime.subscribe("channel.*") { |event| seen << event }
     publish_until_backpressure(runtime)
-    eventually { runtime.dispatch(timeout: 0.05); seen.any? { |e| e.payload[:channel] == "shared.ffi" } }
+    eventually do
+      runtime.dispatch(timeout: 0.05)
+      seen.any? { |e| e.payload[:channel] == "shared.ffi" }
+    end
     saturated = seen.find { |event| event.name == "channel.saturated" && event.payload[:channel] == "shared.ffi" }
     expect(saturated.source).to eq(:rust)
     expect(saturated.payload).to include(component: "shared", capacity: 1000, policy: "error", threshold: 0.8)
@@ -184,7 +190,10 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     runtime.subscribe("rust.**") { |event| seen << event }
     native = runtime.instance_variable_get(:@native)
     id = native.emit("rust.hello", { from: "core" })
-    eventually { runtime.dispatch(timeout: 0.05); seen.any? }
+    eventually do
+      runtime.dispatch(timeout: 0.05)
+      seen.any?
+    end
     expect(seen.first).to have_attributes(id: id, name: "rust.hello", source: :rust, payload: { from: "core" })
   end
 end
@@ -204,7 +213,10 @@ RSpec.describe "Event bus: end-to-end backpressure" do
     expect(ids.size).to be_between(1990, 2000 + 64)
     expect { runtime.publish("load.event", { seq: -1 }) }.to raise_error(Tasker::Backpressure)
 
-    eventually { runtime.dispatch(timeout: 0.05); received.size >= ids.size }
+    eventually do
+      runtime.dispatch(timeout: 0.05)
+      received.size >= ids.size
+    end
     expect(received).to eq((0...ids.size).to_a)
     expect(runtime.stats.find { |row| row[:channel] == "shared.ffi" }[:rejected]).to be >= 2
   end

@@ -33,12 +33,12 @@ module Tasker
         runtime.publish(name, payload, wait: wait)
       end
 
-      def subscribe(pattern, &handler)
-        runtime.subscribe(pattern, &handler)
+      def subscribe(pattern, &)
+        runtime.subscribe(pattern, &)
       end
 
-      def on_error(&block)
-        runtime.on_error(&block)
+      def on_error(&)
+        runtime.on_error(&)
       end
 
       def stats

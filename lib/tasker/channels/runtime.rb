@@ -12,7 +12,7 @@ module Tasker
       BATCH_SIZE = 256
       DISPATCH_MODES = %i[auto manual].freeze
 
-      attr_reader :dispatch_mode
+      attr_reader :dispatch_mode, :subscriptions
 
       def initialize(environment: nil, config_dir: nil, dispatch: :auto)
         unless DISPATCH_MODES.include?(dispatch)
@@ -101,9 +101,9 @@ module Tasker
         else
           drain_until(deadline)
         end
-        drained = native.drained?
-        @lock.synchronize { @dispatchers.reject! { |thread| !thread.alive? } }
-        drained
+        finished = native.drained? && threads.none?(&:alive?)
+        @lock.synchronize { @dispatchers.select!(&:alive?) }
+        finished
       end
 
       def closed?
@@ -120,10 +120,6 @@ module Tasker
 
       def metrics
         native.metrics
-      end
-
-      def subscriptions
-        @subscriptions
       end
 
       def dispatchers
