@@ -110,6 +110,10 @@ impl MonitorHook for NoticeState {
         let Some(publisher) = self.publisher.get().and_then(WeakChannel::upgrade) else {
             return;
         };
+        if publisher.is_closed() {
+            // Shut down: notices about the last drain have nowhere to go, and are not refusals.
+            return;
+        }
         let event = Event {
             id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
             name: notice.event_name().to_owned(),
