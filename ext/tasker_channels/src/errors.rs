@@ -124,13 +124,18 @@ pub fn guard<T>(body: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     }
 }
 
-/// `Tasker::Channels::Testing.panic!(message)`: panics inside the extension so the specs can
-/// prove a panic reaches Ruby as `Tasker::Error` rather than aborting the process.
+/// `Tasker::Channels::Testing`: `panic!(message)` panics inside the extension so the specs can
+/// prove a panic reaches Ruby as `Tasker::Error` rather than aborting the process; `noop(a, b)`
+/// does nothing, as the baseline a native call costs.
 pub fn define_testing_hooks(_ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     let testing = channels.define_module("Testing")?;
     testing.define_module_function("panic!", function!(trigger_panic, 1))?;
+    // The cheapest possible native call with publish's arity: the benchmarks' baseline.
+    testing.define_module_function("noop", function!(noop, 2))?;
     Ok(())
 }
+
+fn noop(_name: Value, _payload: Value) {}
 
 fn trigger_panic(message: String) -> Result<(), Error> {
     guard(|| panic!("{message}"))
