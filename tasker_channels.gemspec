@@ -24,9 +24,10 @@ Gem::Specification.new do |spec|
   git_files = `git -C #{__dir__.shellescape} ls-files -z 2>/dev/null`.split("\x0")
   top_level = %w[Cargo.toml Cargo.lock clippy.toml rustfmt.toml LICENSE README.md tasker_channels.gemspec]
   folders = %w[config/ crates/ ext/ exe/ lib/ sig/]
-  # Benches and fuzz targets are for development; the gem needs only what cargo builds.
+  # Fuzz targets are a separate cargo workspace for development. Benches stay: the core
+  # crate's manifest declares them, and cargo refuses a manifest whose targets are missing.
   spec.files = git_files.select do |file|
-    top_level.include?(file) || (file.start_with?(*folders) && !file.match?(%r{/(benches|fuzz)/}))
+    top_level.include?(file) || (file.start_with?(*folders) && !file.include?("/fuzz/"))
   end
   spec.bindir = "exe"
   spec.executables = spec.files.grep(%r{\Aexe/}) { |file| File.basename(file) }
