@@ -2,9 +2,30 @@
 //! layered TOML configuration, monitored, and bridged into an in-process event bus.
 //!
 //! This crate knows nothing of Ruby; the `tasker_channels` extension is a thin binding over it.
+//!
+//! ```
+//! use tasker_channels_core::config::{Config, LoadOptions};
+//! use tasker_channels_core::event_bus::EventBus;
+//! use tasker_channels_core::payload::Payload;
+//!
+//! let options = LoadOptions { environment: Some("test".into()), ..LoadOptions::default() };
+//! let config = Config::load(&options).expect("the shipped config is valid");
+//! let bus = EventBus::start(&config);
+//! let id = bus
+//!     .emit("orchestration.tick", Payload::symbol_hash([("n", Payload::Int(1))]))
+//!     .expect("an empty buffer has room");
+//! let batch = bus
+//!     .next_batch(16, Some(std::time::Instant::now() + std::time::Duration::from_secs(5)), None)
+//!     .unwrap();
+//! assert_eq!(batch[0].id, id);
+//! assert_eq!(batch[0].payload.get("n"), Some(&Payload::Int(1)));
+//! ```
 
 pub mod channel;
 pub mod config;
+pub mod event;
+pub mod event_bus;
+pub mod fork;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
