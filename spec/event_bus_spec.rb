@@ -172,19 +172,6 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     end
   end
 
-  it "emits channel.saturated from the Rust side when shared.ffi crosses its threshold" do
-    seen = []
-    runtime.subscribe("channel.*") { |event| seen << event }
-    publish_until_backpressure(runtime)
-    eventually do
-      runtime.dispatch(timeout: 0.05)
-      seen.any? { |e| e.payload[:channel] == "shared.ffi" }
-    end
-    saturated = seen.find { |event| event.name == "channel.saturated" && event.payload[:channel] == "shared.ffi" }
-    expect(saturated.source).to eq(:rust)
-    expect(saturated.payload).to include(component: "shared", capacity: 1000, policy: "error", threshold: 0.8)
-  end
-
   it "carries events emitted by Rust code to Ruby subscribers" do
     seen = []
     runtime.subscribe("rust.**") { |event| seen << event }
@@ -199,6 +186,20 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
 end
 
 RSpec.describe "Event bus: end-to-end backpressure" do
+  it "emits channel.saturated from the Rust side when shared.ffi crosses its threshold" do
+    seen = []
+    runtime = build_runtime(dispatch: :manual)
+    runtime.subscribe("channel.*") { |event| seen << event }
+    publish_until_backpressure(runtime)
+    eventually do
+      runtime.dispatch(timeout: 0.05)
+      seen.any? { |e| e.payload[:channel] == "shared.ffi" }
+    end
+    saturated = seen.find { |event| event.name == "channel.saturated" && event.payload[:channel] == "shared.ffi" }
+    expect(saturated.source).to eq(:rust)
+    expect(saturated.payload).to include(component: "shared", capacity: 1000, policy: "error", threshold: 0.8)
+  end
+
   it "raises Tasker::Backpressure once the pipeline is full, then delivers every accepted event in order" do
     runtime = build_runtime(dispatch: :manual)
     received = []

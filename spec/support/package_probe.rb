@@ -14,6 +14,17 @@ abort "error hierarchy incomplete" unless hierarchy && Tasker::Error < StandardE
 abort "native version #{Tasker::Channels::NATIVE_VERSION} != #{Tasker::Channels::VERSION}" unless
   Tasker::Channels::NATIVE_VERSION == Tasker::Channels::VERSION
 
+config = Tasker::Channels::Config.load(environment: "production")
+capacity = config["orchestration.command_processor.command_buffer_size"]
+abort "shipped production config not compiled in (got #{capacity.inspect})" unless capacity == 5000
+
+runtime = Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual)
+seen = []
+runtime.subscribe("probe.event") { |event| seen << event.payload }
+runtime.publish("probe.event", { ok: true })
+runtime.shutdown(timeout: 10)
+abort "event not delivered through the installed extension: #{seen.inspect}" unless seen == [{ ok: true }]
+
 begin
   Tasker::Channels::Testing.panic!("probe")
   abort "native code did not run"

@@ -16,6 +16,8 @@ pub struct RbConfig(pub Arc<Config>);
 
 pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     let class = channels.define_class("Config", ruby.class_object())?;
+    // Built only by `Config.load`: an allocated-but-empty Config would have nothing to read.
+    class.undef_default_alloc_func();
     class.define_singleton_method("_load", function!(load, 3))?;
     class.define_method("environment", method!(RbConfig::environment, 0))?;
     class.define_method("layers", method!(RbConfig::layers, 0))?;

@@ -77,6 +77,7 @@ pub struct NativeRuntime {
 
 pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     let class = channels.define_class("NativeRuntime", ruby.class_object())?;
+    class.undef_default_alloc_func();
     class.define_singleton_method("new", function!(NativeRuntime::new, 3))?;
     class.define_method("config", method!(NativeRuntime::config, 0))?;
     class.define_method("channel", method!(NativeRuntime::channel, 1))?;
