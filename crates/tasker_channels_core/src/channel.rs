@@ -24,11 +24,12 @@
 //! sleep is never lost.
 
 use std::fmt;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use concurrent_queue::{ConcurrentQueue, ForcePushError, PopError, PushError};
-use event_listener::Event;
+use event_listener::{Event, EventListener};
 
 use crate::config::ChannelSpec;
 use crate::metrics::{ChannelMetrics, ChannelSample, ChannelStats};
@@ -297,12 +298,61 @@ impl<'a> SendWait<'a> {
     }
 }
 
+/// An event plus a count of who is waiting on it. event-listener takes a lock on every
+/// notify, even with no listener; the count lets the other side skip that when no one
+/// waits, which is almost always.
+struct WakeUp {
+    event: Event,
+    waiting: AtomicUsize,
+}
+
+/// Counts one waiter for as long as it is listening; dropping it (also when an async wait
+/// is abandoned) stops the count.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl WakeUp {
+    fn new() -> Self {
+        Self {
+            event: Event::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Registers a waiter. The caller must re-check its condition after this and before
+    /// sleeping: `listen` fences after registering, and [`notify`](Self::notify) fences
+    /// before reading the count, so either the re-check sees the change or the notifier
+    /// sees the waiter.
+    fn listen(&self) -> (Waiting<'_>, EventListener) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        (Waiting(&self.waiting), self.event.listen())
+    }
+
+    /// Wakes up to `count` more waiters, if there are any.
+    #[inline]
+    fn notify(&self, count: usize) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.event.notify_additional(count);
+        }
+    }
+
+    fn notify_all(&self) {
+        self.event.notify(usize::MAX);
+    }
+}
+
 struct Shared<T> {
     queue: ConcurrentQueue<T>,
     /// Notified when room appears (and on close): senders wait on it.
-    room: Event,
+    room: WakeUp,
     /// Notified when a message arrives (and on close): receivers wait on it.
-    items: Event,
+    items: WakeUp,
     info: Arc<ChannelInfo>,
     metrics: ChannelMetrics,
     watch: SaturationWatch,
@@ -375,8 +425,8 @@ impl<T> MonitoredChannel<T> {
         Self {
             shared: Arc::new(Shared {
                 queue: ConcurrentQueue::bounded(info.capacity),
-                room: Event::new(),
-                items: Event::new(),
+                room: WakeUp::new(),
+                items: WakeUp::new(),
                 watch: monitor.watch(info.capacity),
                 metrics: ChannelMetrics::new(),
                 info: Arc::new(info),
@@ -429,8 +479,8 @@ impl<T> MonitoredChannel<T> {
     pub fn close(&self) -> bool {
         let closed_now = self.shared.queue.close();
         if closed_now {
-            self.shared.room.notify(usize::MAX);
-            self.shared.items.notify(usize::MAX);
+            self.shared.room.notify_all();
+            self.shared.items.notify_all();
         }
         closed_now
     }
@@ -458,8 +508,7 @@ impl<T> MonitoredChannel<T> {
             &info.component,
             info.capacity,
             info.policy,
-            self.len(),
-            self.shared.metrics.snapshot(),
+            self.shared.metrics.snapshot(|| self.len()),
         )
     }
 
@@ -472,7 +521,17 @@ impl<T> MonitoredChannel<T> {
     ///
     /// A `block` wait here cannot be interrupted; use [`send_with`](Self::send_with) for that.
     pub fn send(&self, msg: T) -> Result<SendOutcome, SendError<T>> {
-        self.send_with(msg, SendWait::policy())
+        if self.shared.info.policy == OverflowPolicy::DropOldest {
+            return self.send_displacing(msg, false);
+        }
+        // The common case (room available) stays small enough to inline into the caller.
+        match self.try_enter(msg, None) {
+            Ok(()) => Ok(SendOutcome::Sent),
+            Err(PushError::Full(msg)) => {
+                self.send_when_full(msg, Budget::Policy, None, &mut SendProgress::new(), false)
+            }
+            Err(PushError::Closed(msg)) => Err(self.closed(msg, false)),
+        }
     }
 
     /// Sends with the wait the caller chooses (see [`SendWait`]).
@@ -496,11 +555,26 @@ impl<T> MonitoredChannel<T> {
         if matches!(budget, Budget::Policy) && s.info.policy == OverflowPolicy::DropOldest {
             return self.send_displacing(msg, sliced);
         }
-        let msg = match self.try_enter(msg, progress.waiting_since) {
-            Ok(()) => return Ok(SendOutcome::Sent),
-            Err(PushError::Closed(msg)) => return Err(self.closed(msg, sliced)),
-            Err(PushError::Full(msg)) => msg,
-        };
+        match self.try_enter(msg, progress.waiting_since) {
+            Ok(()) => Ok(SendOutcome::Sent),
+            Err(PushError::Full(msg)) => {
+                self.send_when_full(msg, budget, interrupt, progress, sliced)
+            }
+            Err(PushError::Closed(msg)) => Err(self.closed(msg, sliced)),
+        }
+    }
+
+    /// The policy's answer to a full channel: drop, reject, or wait for room.
+    #[inline(never)]
+    fn send_when_full(
+        &self,
+        msg: T,
+        budget: Budget,
+        interrupt: Option<&Interrupt>,
+        progress: &mut SendProgress,
+        sliced: bool,
+    ) -> Result<SendOutcome, SendError<T>> {
+        let s = &*self.shared;
         if progress.waiting_since.is_none() {
             self.found_full();
         }
@@ -514,7 +588,7 @@ impl<T> MonitoredChannel<T> {
                 }
             },
             (Budget::Policy, OverflowPolicy::Drop) => {
-                s.metrics.record_dropped();
+                s.metrics.record_dropped_new();
                 s.watch
                     .overflow(&s.info, s.info.capacity, OverflowAction::DroppedNew);
                 drop(msg);
@@ -596,7 +670,7 @@ impl<T> MonitoredChannel<T> {
         s.metrics.record_blocked();
         let deadline = deadline.map(tokio::time::Instant::from_std);
         loop {
-            let listener = s.room.listen();
+            let (_waiting, listener) = s.room.listen();
             msg = match self.try_enter(msg, Some(started)) {
                 Ok(()) => return Ok(SendOutcome::Sent),
                 Err(PushError::Closed(msg)) => return Err(self.closed(msg, false)),
@@ -632,7 +706,10 @@ impl<T> MonitoredChannel<T> {
         deadline: Option<Instant>,
         interrupt: Option<&Interrupt>,
     ) -> Result<T, RecvError> {
-        self.wait_to_take(deadline, interrupt, || self.try_recv())
+        match self.try_recv() {
+            Err(RecvError::Empty) => self.wait_to_take(deadline, interrupt, || self.try_recv()),
+            done => done,
+        }
     }
 
     /// Waits for at least one message like [`recv`](Self::recv), then takes up to `max` in
@@ -686,36 +763,70 @@ impl<T> MonitoredChannel<T> {
         let s = &*self.shared;
         s.queue.push(msg)?;
         match waiting_since {
-            None => s.metrics.record_sent(),
-            Some(since) => s.metrics.record_sent_after_wait(since.elapsed()),
+            None => self.entered_without_wait(),
+            Some(since) => {
+                s.metrics.record_sent_after_wait(since.elapsed());
+                self.observe_length(s.queue.len());
+                s.metrics.check_length_at_next_send();
+            }
         }
+        s.items.notify(1);
+        Ok(())
+    }
+
+    /// Counts a message that entered without waiting, and looks at the length only when
+    /// it is due.
+    #[inline]
+    fn entered_without_wait(&self) {
+        let metrics = &self.shared.metrics;
+        let due = metrics.next_length_check();
+        let entered = metrics.record_sent();
+        if entered >= due {
+            self.check_length(entered, due);
+        }
+    }
+
+    /// Reading the length means reading the receivers' side of the queue (a cache miss
+    /// under load), so it is done only when it could matter. Every send that enters without
+    /// waiting adds at most one message, and every other way in resets the schedule, so
+    /// until `entered` grows by the headroom computed here the length cannot reach the next
+    /// level that matters: a new high-water mark, or the warning while armed.
+    #[inline(never)]
+    fn check_length(&self, entered: u64, due: u64) {
+        let s = &*self.shared;
         let length = s.queue.len();
+        self.observe_length(length);
+        let next_peak = s.metrics.high_water_mark().max(length) + 1;
+        let next_level = s
+            .watch
+            .warn_length_if_armed()
+            .map_or(next_peak, |warn| warn.min(next_peak));
+        let headroom = next_level.saturating_sub(length).max(1) as u64;
+        s.metrics.schedule_length_check(due, entered + headroom);
+    }
+
+    fn observe_length(&self, length: usize) {
+        let s = &*self.shared;
         s.metrics.observe_length(length);
         s.watch.check_send(&s.info, length);
-        s.items.notify_additional(1);
-        Ok(())
     }
 
     fn send_displacing(&self, msg: T, sliced: bool) -> Result<SendOutcome, SendError<T>> {
         let s = &*self.shared;
         match s.queue.force_push(msg) {
-            Ok(None) => {
-                s.metrics.record_sent();
-                let length = s.queue.len();
-                s.metrics.observe_length(length);
-                s.watch.check_send(&s.info, length);
-            }
+            Ok(None) => self.entered_without_wait(),
             Ok(Some(oldest)) => {
                 drop(oldest);
-                s.metrics.record_sent();
-                s.metrics.record_dropped();
+                s.metrics.record_evicted();
+                // Displacing leaves the length unchanged, so the schedule stays valid.
+                let _ = s.metrics.record_sent();
                 self.found_full();
                 s.watch
                     .overflow(&s.info, s.info.capacity, OverflowAction::DroppedOldest);
             }
             Err(ForcePushError(msg)) => return Err(self.closed(msg, sliced)),
         }
-        s.items.notify_additional(1);
+        s.items.notify(1);
         Ok(SendOutcome::Sent)
     }
 
@@ -724,8 +835,7 @@ impl<T> MonitoredChannel<T> {
     fn found_full(&self) {
         let s = &*self.shared;
         s.metrics.record_full();
-        s.metrics.observe_length(s.info.capacity);
-        s.watch.check_send(&s.info, s.info.capacity);
+        self.observe_length(s.info.capacity);
     }
 
     fn wait_for_room(
@@ -750,7 +860,7 @@ impl<T> MonitoredChannel<T> {
             }
         };
         loop {
-            let listener = s.room.listen();
+            let (_waiting, listener) = s.room.listen();
             msg = match self.try_enter(msg, Some(started)) {
                 Ok(()) => return Ok(SendOutcome::Sent),
                 Err(PushError::Closed(msg)) => return Err(self.closed(msg, sliced)),
@@ -832,15 +942,18 @@ impl<T> MonitoredChannel<T> {
         Ok(taken)
     }
 
-    /// Counts received messages, wakes as many waiting senders, and lets the watch re-arm.
+    /// Wakes as many waiting senders as messages were taken, and lets the watch re-arm.
+    /// Nothing is counted here: `received` is derived from the other counters.
     #[inline]
     fn took(&self, count: usize) {
         let s = &*self.shared;
-        s.metrics.record_received(count as u64);
-        s.room.notify_additional(count);
-        s.watch.check_recv(&s.info, || s.queue.len());
+        s.room.notify(count);
+        if s.watch.check_recv(&s.info, || s.queue.len()) {
+            s.metrics.check_length_at_next_send();
+        }
     }
 
+    #[inline(never)]
     fn wait_to_take<R>(
         &self,
         deadline: Option<Instant>,
@@ -852,7 +965,7 @@ impl<T> MonitoredChannel<T> {
                 Err(RecvError::Empty) => {}
                 done => return done,
             }
-            let listener = self.shared.items.listen();
+            let (_waiting, listener) = self.shared.items.listen();
             match take() {
                 Err(RecvError::Empty) => {}
                 done => return done,
@@ -879,7 +992,7 @@ impl<T> MonitoredChannel<T> {
                 Err(RecvError::Empty) => {}
                 done => return done,
             }
-            let listener = self.shared.items.listen();
+            let (_waiting, listener) = self.shared.items.listen();
             match take() {
                 Err(RecvError::Empty) => {}
                 done => return done,
@@ -1170,18 +1283,21 @@ mod tests {
             })
             .collect();
         wait_until(|| ch.stats().blocked == 2);
-        let mut first = ch.recv_batch(5, None, None).unwrap();
-        assert_eq!(first, [0, 1]);
+        let mut got = ch.recv_batch(5, None, None).unwrap();
+        // A woken sender may slip its message into the same batch; the queued ones come first.
+        assert_eq!(got[..2], [0, 1]);
         for sender in senders {
             assert_eq!(sender.join().unwrap().unwrap(), SendOutcome::Sent);
         }
-        let mut rest = Vec::new();
-        assert_eq!(ch.recv_batch_into(&mut rest, 1, None, None), Ok(1));
-        assert_eq!(ch.recv_batch_into(&mut rest, 1, None, None), Ok(1));
-        rest.sort_unstable();
-        assert_eq!(rest, [10, 11]);
+        while got.len() < 4 {
+            let before = got.len();
+            assert_eq!(ch.recv_batch_into(&mut got, 1, None, None), Ok(1));
+            assert_eq!(got.len(), before + 1);
+        }
+        got[2..].sort_unstable();
+        assert_eq!(got, [0, 1, 10, 11]);
         assert_eq!(ch.recv_batch(0, None, None), Ok(vec![]));
-        first.clear();
+        assert_eq!(ch.try_recv(), Err(RecvError::Empty));
         assert_eq!(ch.stats().received, 4);
     }
 
@@ -1230,6 +1346,49 @@ mod tests {
         let wait = ch.sample().send_wait;
         assert_eq!((wait.zero_wait, wait.count()), (1, 2));
         assert!(wait.sum_us >= 6_000, "{}", wait.sum_us);
+    }
+
+    #[test]
+    fn scheduled_length_checks_never_miss_a_peak_or_a_crossing() {
+        let (monitor, seen) = recording_monitor();
+        // Threshold 0.8 of 50: warns at 40, re-arms below 35.
+        let ch = channel_with(OverflowPolicy::Error, 50, None, &monitor);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next_random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % 100
+        };
+        let (mut peak, mut armed, mut expected) = (0, true, Vec::new());
+        for i in 0..50_000 {
+            // Drift up and down so the length sweeps the whole range many times.
+            let send_bias = if (i / 2_000) % 2 == 0 { 60 } else { 40 };
+            if next_random() < send_bias {
+                if ch.len() == ch.capacity() {
+                    continue;
+                }
+                assert!(ch.send(i).unwrap().is_sent());
+                peak = peak.max(ch.len());
+                if armed && ch.len() >= 40 {
+                    expected.push("channel.saturated");
+                    armed = false;
+                }
+            } else if ch.try_recv().is_ok() && !armed && ch.len() < 35 {
+                expected.push("channel.recovered");
+                armed = true;
+            }
+        }
+        assert!(expected.len() > 4, "the walk should cross several times");
+        let names: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(MonitorEvent::event_name)
+            .collect();
+        assert_eq!(names, expected);
+        assert_eq!(ch.stats().high_water_mark, peak);
+        assert_eq!(ch.stats().full_events, 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! and memory never depends on how many messages flow.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -30,24 +31,40 @@ struct CacheLine<T>(T);
 
 /// Live counters of one channel.
 ///
-/// A send that enters without waiting costs one relaxed increment; waits are recorded only
-/// for sends that actually waited, and the zero-wait observations of the histogram are
-/// derived from the first counter, so `sent` is never counted twice.
+/// Built so monitoring stays within a few percent of the bare queue:
+/// - a send that enters without waiting costs one increment, on a cache line only senders
+///   write; waits are recorded only for sends that actually waited, and the zero-wait
+///   observations of the histogram are that first counter, so `sent` is never counted twice;
+/// - receivers write nothing: `received` is derived when a snapshot is taken, as
+///   `sent - length - evicted`, which is exact whenever the channel is quiet and never runs
+///   ahead of the truth (nor backwards) while it is busy;
+/// - senders do not read the queue length on every send: the channel schedules the next
+///   length check for the send that could first reach a new high-water mark or the
+///   warning (see [`next_length_check`](Self::next_length_check)).
 #[derive(Debug, Default)]
 pub struct ChannelMetrics {
-    sent_without_wait: CacheLine<AtomicU64>,
-    received: CacheLine<AtomicU64>,
+    senders: CacheLine<SenderCounters>,
     high_water_mark: CacheLine<AtomicUsize>,
     overflow: CacheLine<OverflowCounters>,
     send_wait: WaitHistogram,
 }
 
 #[derive(Debug, Default)]
+struct SenderCounters {
+    sent_without_wait: AtomicU64,
+    /// The `sent_without_wait` count at which the next send must look at the length.
+    next_length_check: AtomicU64,
+}
+
+#[derive(Debug, Default)]
 struct OverflowCounters {
-    dropped: AtomicU64,
+    dropped_new: AtomicU64,
+    evicted: AtomicU64,
     rejected: AtomicU64,
     blocked: AtomicU64,
     full_events: AtomicU64,
+    /// The largest `received` reported so far, so reports never go backwards.
+    received_reported: AtomicU64,
 }
 
 /// Waits of the sends that entered the channel after waiting; non-cumulative per bucket,
@@ -64,10 +81,13 @@ impl ChannelMetrics {
         Self::default()
     }
 
-    /// A message entered the channel without waiting.
+    /// A message entered the channel without waiting. Returns how many have so far, the
+    /// clock [`next_length_check`](Self::next_length_check) is scheduled on.
     #[inline]
-    pub fn record_sent(&self) {
-        self.sent_without_wait.0.fetch_add(1, Relaxed);
+    pub fn record_sent(&self) -> u64 {
+        // AcqRel chains the senders' increments, so a sender that reads the length after its
+        // own increment sees every message whose increment came before.
+        self.senders.0.sent_without_wait.fetch_add(1, AcqRel) + 1
     }
 
     /// A message entered the channel after its sender waited `waited` for room.
@@ -75,22 +95,44 @@ impl ChannelMetrics {
         let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
         let bucket = SEND_WAIT_BUCKET_BOUNDS_US.partition_point(|&bound| bound < us);
         let histogram = &self.send_wait;
-        histogram.buckets[bucket].fetch_add(1, Relaxed);
+        histogram.buckets[bucket].fetch_add(1, Release);
         histogram.sum_us.fetch_add(us, Relaxed);
         if us > histogram.max_us.load(Relaxed) {
             histogram.max_us.fetch_max(us, Relaxed);
         }
     }
 
+    /// The count returned by [`record_sent`](Self::record_sent) at which the length must be
+    /// looked at again; 0 means at the next send.
     #[inline]
-    pub fn record_received(&self, count: u64) {
-        self.received.0.fetch_add(count, Relaxed);
+    pub fn next_length_check(&self) -> u64 {
+        self.senders.0.next_length_check.load(Relaxed)
     }
 
-    /// A message was discarded by the overflow policy (the new one under `drop`, the oldest
-    /// under `drop_oldest`).
-    pub fn record_dropped(&self) {
-        self.overflow.0.dropped.fetch_add(1, Relaxed);
+    /// Moves the next length check from `due` (what the caller read) to `next`, unless
+    /// someone changed it meanwhile (a reset must win over a schedule computed before it).
+    pub fn schedule_length_check(&self, due: u64, next: u64) {
+        let _ = self
+            .senders
+            .0
+            .next_length_check
+            .compare_exchange(due, next, Relaxed, Relaxed);
+    }
+
+    /// Makes the next send look at the length (after a message entered some other way, or
+    /// the warning re-armed).
+    pub fn check_length_at_next_send(&self) {
+        self.senders.0.next_length_check.store(0, Relaxed);
+    }
+
+    /// `drop`: the new message was discarded.
+    pub fn record_dropped_new(&self) {
+        self.overflow.0.dropped_new.fetch_add(1, Relaxed);
+    }
+
+    /// `drop_oldest`: a queued message was discarded to make room.
+    pub fn record_evicted(&self) {
+        self.overflow.0.evicted.fetch_add(1, Release);
     }
 
     /// A send gave up and handed its message back to the caller.
@@ -117,26 +159,43 @@ impl ChannelMetrics {
         }
     }
 
-    /// A consistent-enough copy of every counter. Each counter only grows, so every value
-    /// (and every cumulative bucket) in a later snapshot is at least the earlier one.
-    pub fn snapshot(&self) -> MetricsSnapshot {
+    pub fn high_water_mark(&self) -> usize {
+        self.high_water_mark.0.load(Relaxed)
+    }
+
+    /// Every counter now, with `length` read from the queue. Each value (and every
+    /// cumulative bucket) in a later snapshot is at least the earlier one.
+    pub fn snapshot(&self, length: impl FnOnce() -> usize) -> MetricsSnapshot {
+        // Order matters for the derived `received`: sent first, then length, then evicted,
+        // so the difference can only fall short of the messages actually taken.
         let histogram = &self.send_wait;
-        let buckets = std::array::from_fn(|i| histogram.buckets[i].load(Relaxed));
+        let buckets = std::array::from_fn(|i| histogram.buckets[i].load(Acquire));
         let send_wait = HistogramSnapshot {
-            zero_wait: self.sent_without_wait.0.load(Relaxed),
+            zero_wait: self.senders.0.sent_without_wait.load(Acquire),
             buckets,
             sum_us: histogram.sum_us.load(Relaxed),
             max_us: histogram.max_us.load(Relaxed),
         };
+        let sent = send_wait.count();
+        fence(SeqCst);
+        let length = length();
+        fence(SeqCst);
         let overflow = &self.overflow.0;
+        let evicted = overflow.evicted.load(Acquire);
+        let taken = sent.saturating_sub(length as u64).saturating_sub(evicted);
+        let received = overflow
+            .received_reported
+            .fetch_max(taken, Relaxed)
+            .max(taken);
         MetricsSnapshot {
-            sent: send_wait.count(),
-            received: self.received.0.load(Relaxed),
-            dropped: overflow.dropped.load(Relaxed),
+            sent,
+            received,
+            dropped: overflow.dropped_new.load(Relaxed) + evicted,
             rejected: overflow.rejected.load(Relaxed),
             blocked: overflow.blocked.load(Relaxed),
             full_events: overflow.full_events.load(Relaxed),
-            high_water_mark: self.high_water_mark.0.load(Relaxed),
+            high_water_mark: self.high_water_mark().max(length),
+            length,
             send_wait,
         }
     }
@@ -147,12 +206,17 @@ impl ChannelMetrics {
 pub struct MetricsSnapshot {
     /// Messages that entered the channel.
     pub sent: u64,
+    /// Messages taken out by receivers.
     pub received: u64,
+    /// Messages discarded by the overflow policy (new ones under `drop`, queued ones under
+    /// `drop_oldest`).
     pub dropped: u64,
     pub rejected: u64,
     pub blocked: u64,
     pub full_events: u64,
     pub high_water_mark: usize,
+    /// Messages queued when the snapshot was taken.
+    pub length: usize,
     pub send_wait: HistogramSnapshot,
 }
 
@@ -268,16 +332,16 @@ impl ChannelSample {
         component: &str,
         capacity: usize,
         policy: OverflowPolicy,
-        length: usize,
         metrics: MetricsSnapshot,
     ) -> Self {
+        let length = metrics.length;
         let stats = ChannelStats {
             channel: channel.to_owned(),
             component: component.to_owned(),
             capacity,
             length,
             usage_percent: usage_percent(length, capacity),
-            high_water_mark: metrics.high_water_mark.max(length),
+            high_water_mark: metrics.high_water_mark,
             policy,
             sent: metrics.sent,
             received: metrics.received,
@@ -618,18 +682,17 @@ pub(crate) mod tests {
             "shared",
             10,
             OverflowPolicy::Block,
-            length,
-            metrics.snapshot(),
+            metrics.snapshot(|| length),
         )
     }
 
     #[test]
     fn sent_counts_waited_and_unwaited_sends_once() {
         let metrics = ChannelMetrics::new();
-        metrics.record_sent();
-        metrics.record_sent();
+        let _ = metrics.record_sent();
+        let _ = metrics.record_sent();
         metrics.record_sent_after_wait(Duration::from_micros(150));
-        let snap = metrics.snapshot();
+        let snap = metrics.snapshot(|| 0);
         assert_eq!(snap.sent, 3);
         assert_eq!(snap.send_wait.count(), 3);
         assert_eq!(snap.send_wait.zero_wait, 2);
@@ -642,7 +705,7 @@ pub(crate) mod tests {
         metrics.record_sent_after_wait(Duration::from_micros(10));
         metrics.record_sent_after_wait(Duration::from_micros(11));
         metrics.record_sent_after_wait(Duration::from_secs(3600));
-        let snap = metrics.snapshot().send_wait;
+        let snap = metrics.snapshot(|| 0).send_wait;
         assert_eq!(snap.buckets[0], 1);
         assert_eq!(snap.buckets[1], 1);
         assert_eq!(snap.buckets[BUCKETS], 1);
@@ -654,10 +717,10 @@ pub(crate) mod tests {
     fn quantiles_are_zero_when_most_sends_did_not_wait() {
         let metrics = ChannelMetrics::new();
         for _ in 0..99 {
-            metrics.record_sent();
+            let _ = metrics.record_sent();
         }
         metrics.record_sent_after_wait(Duration::from_millis(3));
-        let snap = metrics.snapshot().send_wait;
+        let snap = metrics.snapshot(|| 0).send_wait;
         assert_eq!(snap.quantile_us(0.5), 0);
         assert_eq!(snap.quantile_us(0.99), 0);
         let p100 = snap.quantile_us(1.0);
@@ -673,13 +736,16 @@ pub(crate) mod tests {
         for _ in 0..50 {
             metrics.record_sent_after_wait(Duration::from_millis(30));
         }
-        let snap = metrics.snapshot().send_wait;
+        let snap = metrics.snapshot(|| 0).send_wait;
         let p50 = snap.quantile_us(0.5);
         let p99 = snap.quantile_us(0.99);
         assert!((200..=500).contains(&p50), "{p50}");
         assert!((20_000..=50_000).contains(&p99), "{p99}");
         assert_eq!(
-            ChannelMetrics::new().snapshot().send_wait.quantile_us(0.5),
+            ChannelMetrics::new()
+                .snapshot(|| 0)
+                .send_wait
+                .quantile_us(0.5),
             0
         );
     }
@@ -688,7 +754,34 @@ pub(crate) mod tests {
     fn waits_beyond_the_last_bound_report_the_largest_seen() {
         let metrics = ChannelMetrics::new();
         metrics.record_sent_after_wait(Duration::from_secs(70));
-        assert_eq!(metrics.snapshot().send_wait.quantile_us(0.99), 70_000_000);
+        assert_eq!(
+            metrics.snapshot(|| 0).send_wait.quantile_us(0.99),
+            70_000_000
+        );
+    }
+
+    #[test]
+    fn received_never_runs_backwards_while_messages_are_in_flight() {
+        let metrics = ChannelMetrics::new();
+        for _ in 0..5 {
+            let _ = metrics.record_sent();
+        }
+        assert_eq!(metrics.snapshot(|| 1).received, 4);
+        // A message pushed but not yet counted as sent makes the length look larger.
+        assert_eq!(metrics.snapshot(|| 3).received, 4);
+        assert_eq!(metrics.snapshot(|| 0).received, 5);
+    }
+
+    #[test]
+    fn length_checks_are_scheduled_and_reset() {
+        let metrics = ChannelMetrics::new();
+        assert_eq!(metrics.next_length_check(), 0);
+        metrics.schedule_length_check(0, 9);
+        assert_eq!(metrics.next_length_check(), 9);
+        metrics.schedule_length_check(0, 20); // stale: someone moved it since
+        assert_eq!(metrics.next_length_check(), 9);
+        metrics.check_length_at_next_send();
+        assert_eq!(metrics.next_length_check(), 0);
     }
 
     #[test]
@@ -696,24 +789,26 @@ pub(crate) mod tests {
         let metrics = ChannelMetrics::new();
         metrics.observe_length(5);
         metrics.observe_length(3);
-        assert_eq!(metrics.snapshot().high_water_mark, 5);
+        assert_eq!(metrics.snapshot(|| 0).high_water_mark, 5);
         metrics.observe_length(8);
-        assert_eq!(metrics.snapshot().high_water_mark, 8);
+        assert_eq!(metrics.snapshot(|| 0).high_water_mark, 8);
     }
 
     #[test]
     fn stats_carry_every_counter() {
         let metrics = ChannelMetrics::new();
-        metrics.record_sent();
-        metrics.record_received(1);
-        metrics.record_dropped();
+        for _ in 0..7 {
+            let _ = metrics.record_sent();
+        }
+        metrics.record_evicted();
+        metrics.record_dropped_new();
         metrics.record_rejected();
         metrics.record_blocked();
         metrics.record_full();
         let stats = sample("shared.ffi", &metrics, 4).stats;
         assert_eq!(
             (stats.sent, stats.received, stats.dropped, stats.rejected),
-            (1, 1, 1, 1)
+            (7, 2, 2, 1)
         );
         assert_eq!((stats.blocked, stats.full_events), (1, 1));
         assert_eq!(stats.usage_percent, 40.0);
@@ -728,7 +823,7 @@ pub(crate) mod tests {
         let a = ChannelMetrics::new();
         let b = ChannelMetrics::new();
         for _ in 0..7 {
-            a.record_sent();
+            let _ = a.record_sent();
         }
         a.record_sent_after_wait(Duration::from_micros(40));
         a.record_sent_after_wait(Duration::from_millis(250));

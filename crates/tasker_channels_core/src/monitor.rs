@@ -240,12 +240,22 @@ impl SaturationWatch {
         }
     }
 
-    /// Called after a receive; `length` is only computed while disarmed.
+    /// Called after a receive; `length` is only computed while disarmed. Returns whether
+    /// the warning re-armed (senders must then look at the length again soon).
     #[inline]
-    pub(crate) fn check_recv(&self, channel: &Arc<ChannelInfo>, length: impl FnOnce() -> usize) {
-        if !self.armed.load(Ordering::Relaxed) {
-            self.maybe_recover(channel, length());
-        }
+    pub(crate) fn check_recv(
+        &self,
+        channel: &Arc<ChannelInfo>,
+        length: impl FnOnce() -> usize,
+    ) -> bool {
+        !self.armed.load(Ordering::Relaxed) && self.maybe_recover(channel, length())
+    }
+
+    /// The length at which the next warning fires, or `None` while disarmed.
+    pub(crate) fn warn_length_if_armed(&self) -> Option<usize> {
+        self.armed
+            .load(Ordering::Relaxed)
+            .then_some(self.warn_length)
     }
 
     pub(crate) fn overflow(
@@ -287,14 +297,14 @@ impl SaturationWatch {
     }
 
     #[cold]
-    fn maybe_recover(&self, channel: &Arc<ChannelInfo>, length: usize) {
+    fn maybe_recover(&self, channel: &Arc<ChannelInfo>, length: usize) -> bool {
         if length >= self.rearm_below
             || self
                 .armed
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
-            return;
+            return false;
         }
         let threshold = self.monitor.threshold();
         let usage_percent = usage_percent(length, channel.capacity);
@@ -313,6 +323,7 @@ impl SaturationWatch {
             usage_percent,
             threshold,
         });
+        true
     }
 }
 
@@ -395,10 +406,10 @@ mod tests {
         let channel = info(10);
         for length in [8, 9, 10, 9, 8, 7] {
             watch.check_send(&channel, length);
-            watch.check_recv(&channel, || length);
+            assert!(!watch.check_recv(&channel, || length));
         }
         assert_eq!(names(&seen), ["channel.saturated"]);
-        watch.check_recv(&channel, || 6);
+        assert!(watch.check_recv(&channel, || 6));
         assert_eq!(names(&seen), ["channel.saturated", "channel.recovered"]);
         watch.check_send(&channel, 7);
         watch.check_send(&channel, 8);
