@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::channel::MonitoredChannel;
-use crate::config::ChannelSpec;
+use crate::config::{ChannelSpec, Config};
 use crate::metrics::{write_channel_families, ChannelSample, ChannelStats, PrometheusText};
 use crate::monitor::Monitor;
 
@@ -43,6 +43,11 @@ impl<T> ChannelRegistry<T> {
     /// validation first).
     pub fn new(specs: &[ChannelSpec], log_warning_threshold: f64) -> Self {
         Self::with_monitor(specs, Monitor::new(log_warning_threshold))
+    }
+
+    /// Every channel of a loaded configuration, warning at its `log_warning_threshold`.
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(config.channels(), config.log_warning_threshold())
     }
 
     /// One channel per spec, all watched by `monitor`.
@@ -201,6 +206,26 @@ mod tests {
         assert_eq!(values[&format!("mpsc_channel_capacity{labels}")], 4.0);
         for spec in specs() {
             assert!(text.contains(&format!("channel=\"{}\"", spec.name)));
+        }
+    }
+
+    #[test]
+    fn a_loaded_configuration_gets_every_channel() {
+        let options = crate::config::LoadOptions {
+            environment: Some("production".to_owned()),
+            ..Default::default()
+        };
+        let config = Config::load_with_env(&options, |_| None).unwrap();
+        let registry: ChannelRegistry<u8> = ChannelRegistry::from_config(&config);
+        assert_eq!(registry.channels().len(), config.channels().len());
+        assert_eq!(
+            registry.monitor().threshold(),
+            config.log_warning_threshold()
+        );
+        for spec in config.channels() {
+            let channel = registry.channel(&spec.name).unwrap();
+            assert_eq!(channel.capacity(), spec.capacity);
+            assert_eq!(channel.policy(), spec.overflow);
         }
     }
 
