@@ -32,7 +32,7 @@ use concurrent_queue::{ConcurrentQueue, ForcePushError, PopError, PushError};
 use event_listener::{Event, EventListener};
 
 use crate::config::ChannelSpec;
-use crate::metrics::{ChannelMetrics, ChannelSample, ChannelStats};
+use crate::metrics::{CacheLine, ChannelMetrics, ChannelSample, ChannelStats};
 use crate::monitor::{Monitor, OverflowAction, SaturationWatch};
 use crate::policy::OverflowPolicy;
 use crate::wait::{block_on, Interrupt, WaitStopped};
@@ -87,7 +87,8 @@ pub enum SendErrorKind {
 /// A failed send. Every variant hands the message back ([`SendError::into_inner`]) with the
 /// channel it was meant for.
 pub enum SendError<T> {
-    /// Policy `error` found the channel full.
+    /// The channel was full and the send could not wait: policy `error`, or
+    /// [`SendWait::no_wait`].
     Full { msg: T, channel: Arc<ChannelInfo> },
     /// The channel stayed full until the send's deadline.
     TimedOut {
@@ -349,11 +350,15 @@ impl WakeUp {
 
 struct Shared<T> {
     queue: ConcurrentQueue<T>,
-    /// Notified when room appears (and on close): senders wait on it.
-    room: WakeUp,
+    /// Notified when room appears (and on close): senders wait on it. On its own cache
+    /// line, like `items`, because waiters write the count while every send and receive
+    /// reads the settings next to it.
+    room: CacheLine<WakeUp>,
     /// Notified when a message arrives (and on close): receivers wait on it.
-    items: WakeUp,
+    items: CacheLine<WakeUp>,
     info: Arc<ChannelInfo>,
+    /// A copy of `info.policy`, read on every send without following the pointer.
+    policy: OverflowPolicy,
     metrics: ChannelMetrics,
     watch: SaturationWatch,
 }
@@ -425,10 +430,11 @@ impl<T> MonitoredChannel<T> {
         Self {
             shared: Arc::new(Shared {
                 queue: ConcurrentQueue::bounded(info.capacity),
-                room: WakeUp::new(),
-                items: WakeUp::new(),
+                room: CacheLine(WakeUp::new()),
+                items: CacheLine(WakeUp::new()),
                 watch: monitor.watch(info.capacity),
                 metrics: ChannelMetrics::new(),
+                policy: info.policy,
                 info: Arc::new(info),
             }),
         }
@@ -479,8 +485,8 @@ impl<T> MonitoredChannel<T> {
     pub fn close(&self) -> bool {
         let closed_now = self.shared.queue.close();
         if closed_now {
-            self.shared.room.notify_all();
-            self.shared.items.notify_all();
+            self.shared.room.0.notify_all();
+            self.shared.items.0.notify_all();
         }
         closed_now
     }
@@ -521,7 +527,7 @@ impl<T> MonitoredChannel<T> {
     ///
     /// A `block` wait here cannot be interrupted; use [`send_with`](Self::send_with) for that.
     pub fn send(&self, msg: T) -> Result<SendOutcome, SendError<T>> {
-        if self.shared.info.policy == OverflowPolicy::DropOldest {
+        if self.shared.policy == OverflowPolicy::DropOldest {
             return self.send_displacing(msg, false);
         }
         // The common case (room available) stays small enough to inline into the caller.
@@ -670,7 +676,7 @@ impl<T> MonitoredChannel<T> {
         s.metrics.record_blocked();
         let deadline = deadline.map(tokio::time::Instant::from_std);
         loop {
-            let (_waiting, listener) = s.room.listen();
+            let (_waiting, listener) = s.room.0.listen();
             msg = match self.try_enter(msg, Some(started)) {
                 Ok(()) => return Ok(SendOutcome::Sent),
                 Err(PushError::Closed(msg)) => return Err(self.closed(msg, false)),
@@ -766,11 +772,13 @@ impl<T> MonitoredChannel<T> {
             None => self.entered_without_wait(),
             Some(since) => {
                 s.metrics.record_sent_after_wait(since.elapsed());
-                self.observe_length(s.queue.len());
+                // A send that waited found the channel full, which already set the high-water
+                // mark to capacity and checked the warning; it only has to make the next
+                // send re-check, since this message is not on the schedule's clock.
                 s.metrics.check_length_at_next_send();
             }
         }
-        s.items.notify(1);
+        s.items.0.notify(1);
         Ok(())
     }
 
@@ -826,7 +834,7 @@ impl<T> MonitoredChannel<T> {
             }
             Err(ForcePushError(msg)) => return Err(self.closed(msg, sliced)),
         }
-        s.items.notify(1);
+        s.items.0.notify(1);
         Ok(SendOutcome::Sent)
     }
 
@@ -860,7 +868,7 @@ impl<T> MonitoredChannel<T> {
             }
         };
         loop {
-            let (_waiting, listener) = s.room.listen();
+            let (_waiting, listener) = s.room.0.listen();
             msg = match self.try_enter(msg, Some(started)) {
                 Ok(()) => return Ok(SendOutcome::Sent),
                 Err(PushError::Closed(msg)) => return Err(self.closed(msg, sliced)),
@@ -947,8 +955,8 @@ impl<T> MonitoredChannel<T> {
     #[inline]
     fn took(&self, count: usize) {
         let s = &*self.shared;
-        s.room.notify(count);
-        if s.watch.check_recv(&s.info, || s.queue.len()) {
+        s.room.0.notify(count);
+        if s.watch.check_recv(&s.info, count, || s.queue.len()) {
             s.metrics.check_length_at_next_send();
         }
     }
@@ -965,7 +973,7 @@ impl<T> MonitoredChannel<T> {
                 Err(RecvError::Empty) => {}
                 done => return done,
             }
-            let (_waiting, listener) = self.shared.items.listen();
+            let (_waiting, listener) = self.shared.items.0.listen();
             match take() {
                 Err(RecvError::Empty) => {}
                 done => return done,
@@ -992,7 +1000,7 @@ impl<T> MonitoredChannel<T> {
                 Err(RecvError::Empty) => {}
                 done => return done,
             }
-            let (_waiting, listener) = self.shared.items.listen();
+            let (_waiting, listener) = self.shared.items.0.listen();
             match take() {
                 Err(RecvError::Empty) => {}
                 done => return done,
@@ -1506,6 +1514,18 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn channels_and_their_futures_cross_threads() {
+        fn shared_across_threads<X: Send + Sync>(_: &X) {}
+        fn movable_to_a_task<X: Send>(_: &X) {}
+        let ch = channel(OverflowPolicy::Block, 1);
+        shared_across_threads(&ch);
+        movable_to_a_task(&ch.send_async(1));
+        movable_to_a_task(&ch.send_async_forever(1));
+        movable_to_a_task(&ch.recv_async());
+        movable_to_a_task(&ch.recv_batch_async(4));
     }
 
     #[test]

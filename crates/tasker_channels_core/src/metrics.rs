@@ -27,7 +27,7 @@ const BUCKETS: usize = SEND_WAIT_BUCKET_BOUNDS_US.len();
 /// receivers do not slow each other down by sharing one.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct CacheLine<T>(T);
+pub(crate) struct CacheLine<T>(pub(crate) T);
 
 /// Live counters of one channel.
 ///

@@ -21,11 +21,11 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::channel::ChannelInfo;
-use crate::metrics::usage_percent;
+use crate::metrics::{usage_percent, CacheLine};
 
 /// How far (as a fraction of capacity) usage must fall below the threshold to re-arm.
 pub const REARM_MARGIN: f64 = 0.10;
@@ -210,6 +210,11 @@ pub(crate) struct SaturationWatch {
     warn_length: usize,
     /// Lengths below this re-arm the warning.
     rearm_below: usize,
+    /// While disarmed: how many more messages may be received before the length could fall
+    /// below `rearm_below` (each receive removes one; sends only add). Lets receivers of a
+    /// saturated channel skip reading the senders' side of the queue. Its own cache line,
+    /// since only receivers write it.
+    recv_headroom: CacheLine<AtomicIsize>,
 }
 
 impl SaturationWatch {
@@ -224,6 +229,7 @@ impl SaturationWatch {
             armed: AtomicBool::new(true),
             warn_length,
             rearm_below,
+            recv_headroom: CacheLine(AtomicIsize::new(0)),
         }
     }
 
@@ -240,15 +246,50 @@ impl SaturationWatch {
         }
     }
 
-    /// Called after a receive; `length` is only computed while disarmed. Returns whether
-    /// the warning re-armed (senders must then look at the length again soon).
+    /// Called after `count` messages were received; `length` is only read while disarmed
+    /// and only once the length could have fallen far enough. Returns whether the warning
+    /// re-armed (senders must then look at the length again soon).
     #[inline]
     pub(crate) fn check_recv(
         &self,
         channel: &Arc<ChannelInfo>,
+        count: usize,
         length: impl FnOnce() -> usize,
     ) -> bool {
-        !self.armed.load(Ordering::Relaxed) && self.maybe_recover(channel, length())
+        // Acquire pairs with `saturate`, so a receiver that sees the watch disarmed also sees
+        // the headroom reset that came before.
+        !self.armed.load(Ordering::Acquire) && self.check_recovery(channel, count, length)
+    }
+
+    #[inline(never)]
+    fn check_recovery(
+        &self,
+        channel: &Arc<ChannelInfo>,
+        count: usize,
+        length: impl FnOnce() -> usize,
+    ) -> bool {
+        let count = isize::try_from(count).unwrap_or(isize::MAX);
+        let left = self
+            .recv_headroom
+            .0
+            .fetch_sub(count, Ordering::Relaxed)
+            .saturating_sub(count);
+        if left >= 0 {
+            return false;
+        }
+        let length = length();
+        if self.maybe_recover(channel, length) {
+            return true;
+        }
+        let headroom = isize::try_from(length.saturating_sub(self.rearm_below)).unwrap_or(0);
+        // Only if no other receiver counted down meanwhile; if one did, it checks itself.
+        let _ = self.recv_headroom.0.compare_exchange(
+            left,
+            headroom,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        false
     }
 
     /// The length at which the next warning fires, or `None` while disarmed.
@@ -273,6 +314,8 @@ impl SaturationWatch {
 
     #[cold]
     fn saturate(&self, channel: &Arc<ChannelInfo>, length: usize) {
+        // Receivers start counting down from zero, i.e. they look at the length next time.
+        self.recv_headroom.0.store(0, Ordering::Relaxed);
         // Only the thread that flips armed -> disarmed speaks, so one crossing is one WARN.
         if !self.armed.swap(false, Ordering::AcqRel) {
             return;
@@ -406,10 +449,10 @@ mod tests {
         let channel = info(10);
         for length in [8, 9, 10, 9, 8, 7] {
             watch.check_send(&channel, length);
-            assert!(!watch.check_recv(&channel, || length));
+            assert!(!watch.check_recv(&channel, 1, || length));
         }
         assert_eq!(names(&seen), ["channel.saturated"]);
-        assert!(watch.check_recv(&channel, || 6));
+        assert!(watch.check_recv(&channel, 1, || 6));
         assert_eq!(names(&seen), ["channel.saturated", "channel.recovered"]);
         watch.check_send(&channel, 7);
         watch.check_send(&channel, 8);
