@@ -11,7 +11,13 @@ module Tasker
         # Raises Tasker::ConfigError listing every problem found, and ArgumentError when an
         # argument is not valid UTF-8 (the extension reads names and paths as UTF-8).
         def load(environment: nil, config_dir: nil)
-          _load(utf8(environment, :environment), utf8(config_dir, :config_dir), SHIPPED_CONFIG_DIR)
+          _load(*native_arguments(environment: environment, config_dir: config_dir))
+        end
+
+        # @api private: what the extension takes to load a configuration (also used by
+        # Runtime.new), with names and paths normalized to UTF-8.
+        def native_arguments(environment:, config_dir:)
+          [utf8(environment, :environment), utf8(config_dir, :config_dir), SHIPPED_CONFIG_DIR]
         end
 
         private

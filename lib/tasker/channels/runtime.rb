@@ -20,7 +20,7 @@ module Tasker
         end
 
         @dispatch_mode = dispatch
-        @native = NativeRuntime.new(environment&.to_s, config_dir&.to_s, SHIPPED_CONFIG_DIR)
+        @native = NativeRuntime.new(*Config.native_arguments(environment: environment, config_dir: config_dir))
         @lock = Mutex.new
         @subscriptions = [].freeze
         @dispatchers = []

@@ -68,7 +68,11 @@ impl Config {
     ///
     /// Fails with every problem found across all layer files at once.
     pub fn load(options: &LoadOptions) -> Result<Config, ConfigErrors> {
-        Self::load_with_env(options, |var| std::env::var(var).ok())
+        // A value that is not Unicode is kept (lossily) rather than ignored, so validation
+        // reports it instead of silently falling back to the default.
+        Self::load_with_env(options, |var| {
+            std::env::var_os(var).map(|value| value.to_string_lossy().into_owned())
+        })
     }
 
     /// [`Config::load`] with the environment variable lookup supplied by the caller, so
