@@ -1,0 +1,98 @@
+# frozen_string_literal: true
+
+# (e) What idle dispatchers cost the rest of the process: the speed of a CPU-bound Ruby
+# thread (busy-loop iterations in a fixed wall time) while two dispatcher threads wait for
+# events that never come, against the same thread with no runtime at all.
+#
+# A waiting dispatcher sits in Rust without the GVL and comes back to Ruby once per wait
+# slice (100 ms) to let interrupts through; those returns are all it can cost. Each round
+# runs both modes back to back (in alternating order); the ratio is the median over rounds
+# of with/alone, so slow drifts in machine load cancel out within a round. The CPU time the
+# rest of the process used meanwhile (dispatchers, the extension's threads) is in the details.
+# The goal: with dispatchers >= 95% of alone.
+#
+#   ruby -Ilib bench/idle_dispatchers.rb     (BENCH_ROUNDS=n, BENCH_ROUND_SECONDS=s)
+
+require_relative "support"
+
+module Bench
+  module IdleDispatchers
+    GOAL = 0.95
+    DISPATCHERS = 2
+    INNER = 1_000
+
+    module_function
+
+    def title
+      "(e) CPU-bound thread while dispatchers wait idle"
+    end
+
+    def run(log: nil)
+      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 10))
+      seconds = Float(ENV.fetch("BENCH_ROUND_SECONDS", 0.3))
+      samples = { alone: [], with_dispatchers: [] }
+      others_cpu = { alone: [], with_dispatchers: [] }
+      busy_loop(0.1) # warm-up
+      rounds.times do |round|
+        %i[alone with_dispatchers].rotate(round % 2).each do |mode|
+          iterations, others = mode == :alone ? busy_thread(seconds) : with_idle_dispatchers { busy_thread(seconds) }
+          samples[mode] << iterations
+          others_cpu[mode] << others
+        end
+      end
+      log&.puts "  #{rounds} rounds of #{seconds} s per mode, #{DISPATCHERS} idle dispatchers"
+      summarize(samples, others_cpu, rounds, seconds)
+    end
+
+    # Iterations of a plain Ruby loop a fresh thread completes in `seconds` of wall time, and
+    # the CPU time every other thread of the process used meanwhile.
+    def busy_thread(seconds)
+      process_started = Bench.process_cpu
+      iterations, own_cpu = Thread.new do
+        cpu_started = Bench.thread_cpu
+        [busy_loop(seconds), Bench.thread_cpu - cpu_started]
+      end.value
+      [iterations, Bench.process_cpu - process_started - own_cpu]
+    end
+
+    def busy_loop(seconds)
+      deadline = Bench.monotonic + seconds
+      iterations = 0
+      while Bench.monotonic < deadline
+        i = 0
+        i += 1 while i < INNER
+        iterations += i
+      end
+      iterations
+    end
+
+    def with_idle_dispatchers
+      runtime = Tasker::Channels::Runtime.new(environment: "production", dispatch: :manual)
+      runtime.subscribe("never.published") { |_event| nil }
+      runtime.start(threads: DISPATCHERS)
+      sleep 0.05 # let both reach their GVL-free wait
+      yield
+    ensure
+      runtime&.shutdown(timeout: 5)
+    end
+
+    def summarize(samples, others_cpu, rounds, seconds)
+      alone = Bench.median(samples[:alone]) / seconds
+      with = Bench.median(samples[:with_dispatchers]) / seconds
+      ratio = Bench.median(samples[:with_dispatchers].zip(samples[:alone]).map { |w, a| w.fdiv(a) })
+      rows = [
+        Row.new(id: "e.cpu_bound", benchmark: "(e) CPU-bound thread with #{DISPATCHERS} idle dispatchers",
+                ours: with, baseline: alone, unit: "it/s", ratio: ratio, goal: ">= #{(GOAL * 100).round}%",
+                met: ratio >= GOAL, note: "ratio: median of per-round with/alone")
+      ]
+      details = {
+        rounds: rounds, round_seconds: seconds,
+        iterations: samples,
+        other_threads_cpu_ms_median: others_cpu.transform_values { |v| (Bench.median(v) * 1e3).round(2) }
+      }
+      { rows: rows, details: details }
+    end
+  end
+end
+
+Bench.main(Bench::IdleDispatchers) if $PROGRAM_NAME == __FILE__
