@@ -1,0 +1,103 @@
+# frozen_string_literal: true
+
+# Runs every benchmark under bench/ in one process (the memory storm spawns its own
+# subprocesses), prints one table — benchmark, ours, baseline, ratio, goal, met? — and writes
+# every figure to bench/results/latest.json. `rake bench` runs this after `rake compile`.
+#
+#   ruby -Ilib bench/run.rb
+#   BENCH_ONLY=a,c,f ruby -Ilib bench/run.rb      run a subset (letters as in docs/benchmarks.md)
+#   BENCH_OUTPUT=path                             write the JSON elsewhere
+#
+# Missed goals do not fail the run: the table says so. A benchmark that crashes is reported
+# in the table and the JSON, and makes the exit status 1 once everything else has run.
+
+require "time"
+require_relative "support"
+require_relative "publish_cost"
+require_relative "throughput"
+require_relative "memory_storm"
+require_relative "wakeup_latency"
+require_relative "idle_dispatchers"
+require_relative "criterion"
+
+module Bench
+  module Runner
+    BENCHMARKS = {
+      "a" => PublishCost, "b" => Throughput, "c" => MemoryStorm, "d" => WakeupLatency, "e" => IdleDispatchers,
+      "f" => Criterion
+    }.freeze
+
+    module_function
+
+    def selected
+      only = ENV.fetch("BENCH_ONLY", "").split(",").map(&:strip).reject(&:empty?)
+      unknown = only - BENCHMARKS.keys
+      if unknown.any?
+        abort "BENCH_ONLY: unknown benchmark(s) #{unknown.join(', ')}; known: #{BENCHMARKS.keys.join(',')}"
+      end
+      only.empty? ? BENCHMARKS : BENCHMARKS.slice(*only)
+    end
+
+    def run
+      $stdout.sync = true
+      machine = Bench.machine
+      puts "tasker_channels benchmarks on #{Bench.machine_line(machine)}"
+      started = Bench.monotonic
+      results = selected.transform_values { |benchmark| run_one(benchmark) }
+      elapsed = Bench.monotonic - started
+      report(results, machine, elapsed)
+      write_json(results, machine, elapsed)
+      exit 1 if results.values.any? { |result| result[:error] }
+    end
+
+    def run_one(benchmark)
+      puts "\n== #{benchmark.title}"
+      started = Bench.monotonic
+      result = benchmark.run(log: $stdout)
+      result.merge(seconds: (Bench.monotonic - started).round(1))
+    rescue StandardError => e
+      warn "#{benchmark.title} failed: #{e.class}: #{e.message}\n  #{e.backtrace.first(5).join("\n  ")}"
+      { rows: [Row.new(id: benchmark.name, benchmark: "#{benchmark.title}: FAILED (#{e.class})", note: e.message)],
+        details: {}, error: "#{e.class}: #{e.message}" }
+    end
+
+    def report(results, machine, elapsed)
+      rows = results.values.flat_map { |result| result[:rows] }
+      verbatim = results.dig("f", :verbatim)
+      puts
+      if verbatim
+        puts "Core crate criterion bench, its own ratio table (verbatim):"
+        puts verbatim
+        puts
+      end
+      puts "Machine: #{Bench.machine_line(machine)}"
+      puts "Total: #{elapsed.round} s. Ratios compare figures measured in this run; see docs/benchmarks.md."
+      puts
+      puts Bench.table(rows)
+      notes = rows.select(&:note)
+      return if notes.empty?
+
+      puts
+      notes.each { |row| puts "  #{row.id}: #{row.note}" }
+    end
+
+    def write_json(results, machine, elapsed)
+      path = ENV.fetch("BENCH_OUTPUT", File.join(Bench::ROOT, "bench", "results", "latest.json"))
+      FileUtils.mkdir_p(File.dirname(path))
+      rows = results.values.flat_map { |result| result[:rows].map(&:to_h) }
+      document = {
+        generated_at: Time.now.utc.iso8601, machine: machine, total_seconds: elapsed.round(1),
+        goals: { met: rows.count { |row| row[:met] == true }, missed: rows.count { |row| row[:met] == false } },
+        rows: rows,
+        criterion_ratio_table: results.dig("f", :verbatim),
+        benchmarks: results.transform_values do |result|
+          { seconds: result[:seconds], details: result[:details], error: result[:error] }.compact
+        end
+      }
+      File.write(path, "#{JSON.pretty_generate(document)}\n")
+      puts "\nWrote #{path}"
+    end
+  end
+end
+
+Bench::Runner.run if $PROGRAM_NAME == __FILE__
