@@ -19,6 +19,8 @@ module Bench
   module IdleDispatchers
     GOAL = 0.95
     DISPATCHERS = 2
+    MODES = %i[alone with_dispatchers].freeze
+    SETTLE = 0.05
     INNER = 1_000
 
     module_function
@@ -28,31 +30,30 @@ module Bench
     end
 
     def run(log: nil)
-      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 10))
+      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 16))
       seconds = Float(ENV.fetch("BENCH_ROUND_SECONDS", 0.3))
-      samples = { alone: [], with_dispatchers: [] }
-      others_cpu = { alone: [], with_dispatchers: [] }
+      samples = { iterations: {}, own_cpu: {}, others_cpu: {} }
+      samples.each_value { |by_mode| MODES.each { |mode| by_mode[mode] = [] } }
       busy_loop(0.1) # warm-up
       rounds.times do |round|
-        %i[alone with_dispatchers].rotate(round % 2).each do |mode|
-          iterations, others = mode == :alone ? busy_thread(seconds) : with_idle_dispatchers { busy_thread(seconds) }
-          samples[mode] << iterations
-          others_cpu[mode] << others
+        MODES.rotate(round % 2).each do |mode|
+          sample = mode == :alone ? settled { busy_thread(seconds) } : with_idle_dispatchers { busy_thread(seconds) }
+          sample.each { |kind, value| samples[kind][mode] << value }
         end
       end
       log&.puts "  #{rounds} rounds of #{seconds} s per mode, #{DISPATCHERS} idle dispatchers"
-      summarize(samples, others_cpu, rounds, seconds)
+      summarize(samples, rounds, seconds)
     end
 
-    # Iterations of a plain Ruby loop a fresh thread completes in `seconds` of wall time, and
-    # the CPU time every other thread of the process used meanwhile.
+    # Iterations of a plain Ruby loop a fresh thread completes in `seconds` of wall time, the
+    # CPU time it got, and the CPU time every other thread of the process used meanwhile.
     def busy_thread(seconds)
       process_started = Bench.process_cpu
       iterations, own_cpu = Thread.new do
         cpu_started = Bench.thread_cpu
         [busy_loop(seconds), Bench.thread_cpu - cpu_started]
       end.value
-      [iterations, Bench.process_cpu - process_started - own_cpu]
+      { iterations: iterations, own_cpu: own_cpu, others_cpu: Bench.process_cpu - process_started - own_cpu }
     end
 
     def busy_loop(seconds)
@@ -66,29 +67,38 @@ module Bench
       iterations
     end
 
-    def with_idle_dispatchers
+    # Both modes pause the same time before measuring, so neither starts on a CPU the other
+    # just left busy or idle.
+    def settled
+      sleep SETTLE
+      yield
+    end
+
+    def with_idle_dispatchers(&)
       runtime = Tasker::Channels::Runtime.new(environment: "production", dispatch: :manual)
       runtime.subscribe("never.published") { |_event| nil }
       runtime.start(threads: DISPATCHERS)
-      sleep 0.05 # let both reach their GVL-free wait
-      yield
+      settled(&) # the pause gives both dispatchers time to reach their GVL-free wait
     ensure
       runtime&.shutdown(timeout: 5)
     end
 
-    def summarize(samples, others_cpu, rounds, seconds)
-      alone = Bench.median(samples[:alone]) / seconds
-      with = Bench.median(samples[:with_dispatchers]) / seconds
-      ratio = Bench.median(samples[:with_dispatchers].zip(samples[:alone]).map { |w, a| w.fdiv(a) })
+    def summarize(samples, rounds, seconds)
+      iterations = samples[:iterations]
+      ratio = Bench.median(iterations[:with_dispatchers].zip(iterations[:alone]).map { |w, a| w.fdiv(a) })
       rows = [
         Row.new(id: "e.cpu_bound", benchmark: "(e) CPU-bound thread with #{DISPATCHERS} idle dispatchers",
-                ours: with, baseline: alone, unit: "it/s", ratio: ratio, goal: ">= #{(GOAL * 100).round}%",
-                met: ratio >= GOAL, note: "ratio: median of per-round with/alone")
+                ours: Bench.median(iterations[:with_dispatchers]) / seconds,
+                baseline: Bench.median(iterations[:alone]) / seconds, unit: "it/s", ratio: ratio,
+                goal: ">= #{(GOAL * 100).round}%", met: ratio >= GOAL, note: "ratio: median of per-round with/alone")
       ]
+      median = ->(by_mode, scale) { by_mode.transform_values { |v| (Bench.median(v) * scale).round(3) } }
       details = {
-        rounds: rounds, round_seconds: seconds,
-        iterations: samples,
-        other_threads_cpu_ms_median: others_cpu.transform_values { |v| (Bench.median(v) * 1e3).round(2) }
+        rounds: rounds, round_seconds: seconds, iterations: iterations,
+        # The busy thread's CPU time over the round's wall time: below 1 when it waited for a
+        # CPU (machine load) or for the GVL.
+        busy_thread_cpu_share_median: median.call(samples[:own_cpu], 1 / seconds),
+        other_threads_cpu_ms_median: median.call(samples[:others_cpu], 1e3)
       }
       { rows: rows, details: details }
     end
