@@ -125,7 +125,7 @@ module Bench
               ours: ours[:growth_mb], baseline: ours_small[:growth_mb], unit: "MB",
               ratio: ours[:growth_mb] / [ours_small[:growth_mb], 0.001].max,
               goal: "extra <= #{(FLATNESS * 100).round}% of queue's", met: extra <= FLATNESS * queue[:growth_mb],
-              note: "the extra #{big - small} publishes added #{extra.round(1)} MB")
+              note: "the extra #{big - small} publishes added #{extra.round(1) + 0.0} MB")
     end
   end
 end

@@ -62,13 +62,16 @@ module Bench
   end
 
   # Runs the block (which moves `events` events) and returns its rate in events/s, its wall
-  # time and the process CPU time it took per event, in microseconds.
+  # time, the process CPU time per event in microseconds and the Ruby objects allocated
+  # per event (all threads).
   def timed_events(events)
+    allocated = GC.stat(:total_allocated_objects)
     started = monotonic
     cpu_started = process_cpu
     yield
     elapsed = monotonic - started
-    { rate: events / elapsed, seconds: elapsed, cpu_us_per_event: (process_cpu - cpu_started) / events * 1e6 }
+    { rate: events / elapsed, seconds: elapsed, cpu_us_per_event: (process_cpu - cpu_started) / events * 1e6,
+      objects_per_event: (GC.stat(:total_allocated_objects) - allocated).fdiv(events) }
   end
 
   # Resident set size of this process in KiB (VmRSS from /proc/self/status).
