@@ -11,6 +11,7 @@
 # Missed goals do not fail the run: the table says so. A benchmark that crashes is reported
 # in the table and the JSON, and makes the exit status 1 once everything else has run.
 
+require "open3"
 require "time"
 require_relative "support"
 require_relative "publish_cost"
@@ -71,6 +72,9 @@ module Bench
         puts
       end
       puts "Machine: #{Bench.machine_line(machine)}"
+      source = source_revision
+      changed = source[:uncommitted_changes]
+      puts "Source: #{source[:commit] || 'unknown'}#{" + uncommitted changes in #{changed.join(', ')}" if changed.any?}"
       puts "Total: #{elapsed.round} s. Ratios compare figures measured in this run; see docs/benchmarks.md."
       puts
       puts Bench.table(rows)
@@ -81,12 +85,22 @@ module Bench
       notes.each { |row| puts "  #{row.id}: #{row.note}" }
     end
 
+    # The commit measured, and the product files that differed from it (a run on a work tree).
+    def source_revision
+      commit, = Open3.capture2("git", "rev-parse", "HEAD", chdir: Bench::ROOT)
+      changed, = Open3.capture2("git", "status", "--porcelain", "--", "lib", "ext", "crates", "config",
+                                chdir: Bench::ROOT)
+      { commit: commit.strip, uncommitted_changes: changed.lines.map { |line| line[3..].strip } }
+    rescue SystemCallError
+      { commit: nil, uncommitted_changes: [] }
+    end
+
     def write_json(results, machine, elapsed)
       path = ENV.fetch("BENCH_OUTPUT", File.join(Bench::ROOT, "bench", "results", "latest.json"))
       FileUtils.mkdir_p(File.dirname(path))
       rows = results.values.flat_map { |result| result[:rows].map(&:to_h) }
       document = {
-        generated_at: Time.now.utc.iso8601, machine: machine, total_seconds: elapsed.round(1),
+        generated_at: Time.now.utc.iso8601, machine: machine, source: source_revision, total_seconds: elapsed.round(1),
         goals: { met: rows.count { |row| row[:met] == true }, missed: rows.count { |row| row[:met] == false } },
         rows: rows,
         criterion_ratio_table: results.dig("f", :verbatim),
