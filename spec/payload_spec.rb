@@ -139,7 +139,7 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
       expect(channel.size).to eq(1)
       row = channel_stats(runtime, name)
       expect([row[:sent] - row[:received], row[:rejected]]).to eq([1, 0])
-      expect([channel.pop(timeout: 0), channel.pop(timeout: 0)]).to eq([:before, nil])
+      expect([channel.pop(timeout: 5), channel.size]).to eq([:before, 0])
     end
 
     it "raises TypeError naming the value for an Object, Time, Rational, Range, Proc, Class or Struct" do
@@ -208,6 +208,16 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
       expect { runtime.publish("job.done", { user: Object.new }) }
         .to raise_error(TypeError, /\Apayload\[:user\] is an? Object/)
       expect(channel_stats(runtime, "shared.ffi")).to include(sent: 0, rejected: 0)
+      expect(runtime.event_stats[:published]).to eq(0)
+    end
+
+    it "must be a Hash: anything else raises TypeError naming payload, enqueueing nothing" do
+      pending("bug: publish accepts any payload value, so Event#payload is not always the Hash SPEC §5 promises")
+      aggregate_failures do
+        [5, "text", [1]].each do |payload|
+          expect { runtime.publish("job.done", payload) }.to raise_error(TypeError, /\Apayload\b/)
+        end
+      end
       expect(runtime.event_stats[:published]).to eq(0)
     end
   end
