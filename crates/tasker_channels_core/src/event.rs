@@ -70,13 +70,22 @@ pub fn validate_name(name: &str) -> Result<(), InvalidEventName> {
     if name.len() > MAX_NAME_BYTES {
         return refuse("it is longer than 255 bytes");
     }
-    if name.split('.').any(str::is_empty) {
+    // One pass over the bytes (names are checked on every publish); only non-ASCII
+    // characters are decoded for the Unicode whitespace check.
+    let bytes = name.as_bytes();
+    if bytes[0] == b'.' || bytes[bytes.len() - 1] == b'.' || name.contains("..") {
         return refuse("segments between dots must not be empty");
     }
-    if name.contains('*') {
-        return refuse("`*` is reserved for subscription patterns");
+    for &byte in bytes {
+        match byte {
+            b'*' => return refuse("`*` is reserved for subscription patterns"),
+            b if b.is_ascii_whitespace() || b.is_ascii_control() => {
+                return refuse("it contains whitespace or control characters")
+            }
+            _ => {}
+        }
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if !name.is_ascii() && name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return refuse("it contains whitespace or control characters");
     }
     Ok(())
@@ -103,6 +112,8 @@ mod tests {
             ("a.*", "`*` is reserved for subscription patterns"),
             ("a b", "it contains whitespace or control characters"),
             ("a\nb", "it contains whitespace or control characters"),
+            ("a\u{00a0}b", "it contains whitespace or control characters"),
+            ("a*b.c", "`*` is reserved for subscription patterns"),
         ];
         for (name, reason) in cases {
             assert_eq!(validate_name(name).unwrap_err().reason, reason, "{name:?}");

@@ -91,9 +91,23 @@ pub fn check_interrupts() -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// The end of the next wait slice: never later than `deadline`, never longer than [`WAIT_SLICE`].
+/// How long a wait on any other thread lasts before checking in. Kill, raise and Timeout
+/// reach such a thread through the unblock function at once; signals go to the main thread.
+/// Checking in less often leaves the GVL to busy threads (each check takes it back).
+pub const BACKGROUND_WAIT_SLICE: Duration = Duration::from_secs(2);
+
+/// The end of the next wait slice: never later than `deadline`, never longer than
+/// [`WAIT_SLICE`] on the main thread (where signals land) or [`BACKGROUND_WAIT_SLICE`]
+/// elsewhere. Must be called with the GVL held.
 pub fn slice_deadline(deadline: Option<Instant>) -> Instant {
-    let slice_end = Instant::now() + WAIT_SLICE;
+    // SAFETY: called on a Ruby thread with the GVL held.
+    let on_main_thread = unsafe { rb_sys::rb_thread_current() == rb_sys::rb_thread_main() };
+    let slice = if on_main_thread {
+        WAIT_SLICE
+    } else {
+        BACKGROUND_WAIT_SLICE
+    };
+    let slice_end = Instant::now() + slice;
     match deadline {
         Some(deadline) if deadline < slice_end => deadline,
         _ => slice_end,

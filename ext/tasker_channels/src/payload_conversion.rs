@@ -7,8 +7,7 @@
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{
-    r_hash::ForEach, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
-    Value,
+    value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol, Value,
 };
 use tasker_channels_core::payload::{Key, Payload, MAX_DEPTH};
 
@@ -67,10 +66,11 @@ fn convert(
     if value.is_nil() {
         return Ok(Payload::Nil);
     }
-    if value.is_kind_of(ruby.class_true_class()) {
+    // Immediate comparisons: true and false are singletons.
+    if value.as_raw() == ruby.qtrue().as_raw() {
         return Ok(Payload::Bool(true));
     }
-    if value.is_kind_of(ruby.class_false_class()) {
+    if value.as_raw() == ruby.qfalse().as_raw() {
         return Ok(Payload::Bool(false));
     }
     if let Some(integer) = Integer::from_value(value) {
@@ -160,30 +160,75 @@ fn convert_hash(
     depth: usize,
     open_containers: &mut Vec<Value>,
 ) -> Result<Payload, Problem> {
-    let mut entries = Vec::with_capacity(hash.len());
-    let mut problem = None;
-    let walked = hash.foreach(|key: Value, value: Value| {
-        let converted = convert_key(key).and_then(|key| {
-            convert(ruby, value, depth + 1, open_containers)
-                .map(|value| (key.clone(), value))
-                .map_err(|p| p.under(format!("[{key}]")))
-        });
-        match converted {
-            Ok(entry) => {
-                entries.push(entry);
-                Ok(ForEach::Continue)
-            }
-            Err(p) => {
-                problem = Some(p);
-                Ok(ForEach::Stop)
-            }
-        }
-    });
-    if let Some(problem) = problem {
-        return Err(problem);
+    let mut walk = HashWalk {
+        ruby,
+        depth,
+        open_containers,
+        entries: Vec::with_capacity(hash.len()),
+        problem: None,
+    };
+    // A raw walk: magnus' `foreach` wraps every hash in `rb_protect`, which costs more than
+    // converting a small payload. Nothing in the callback raises a Ruby exception (problems
+    // are Rust values) and panics are caught before they reach Ruby's frames.
+    // SAFETY: GVL held; `walk` outlives the call; the callback only reads the entries.
+    unsafe {
+        rb_sys::rb_hash_foreach(
+            hash.as_raw(),
+            Some(convert_hash_entry),
+            &mut walk as *mut HashWalk as rb_sys::VALUE,
+        );
     }
-    walked.map_err(|e| Problem::new(ProblemKind::Argument, format!("could not be read: {e}")))?;
-    Ok(Payload::Hash(entries))
+    match walk.problem {
+        Some(problem) => Err(problem),
+        None => Ok(Payload::Hash(walk.entries)),
+    }
+}
+
+struct HashWalk<'a> {
+    ruby: &'a Ruby,
+    depth: usize,
+    open_containers: &'a mut Vec<Value>,
+    entries: Vec<(Key, Payload)>,
+    problem: Option<Problem>,
+}
+
+unsafe extern "C" fn convert_hash_entry(
+    key: rb_sys::VALUE,
+    value: rb_sys::VALUE,
+    walk: rb_sys::VALUE,
+) -> std::os::raw::c_int {
+    use magnus::rb_sys::FromRawValue;
+    const CONTINUE: std::os::raw::c_int = 0; // ST_CONTINUE
+    const STOP: std::os::raw::c_int = 1; // ST_STOP
+    let walk = &mut *(walk as *mut HashWalk);
+    let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let key = convert_key(Value::from_raw(key))?;
+        convert(
+            walk.ruby,
+            Value::from_raw(value),
+            walk.depth + 1,
+            walk.open_containers,
+        )
+        .map(|value| (key.clone(), value))
+        .map_err(|p| p.under(format!("[{key}]")))
+    }));
+    match converted {
+        Ok(Ok(entry)) => {
+            walk.entries.push(entry);
+            CONTINUE
+        }
+        Ok(Err(problem)) => {
+            walk.problem = Some(problem);
+            STOP
+        }
+        Err(_) => {
+            walk.problem = Some(Problem::new(
+                ProblemKind::Argument,
+                "could not be converted (internal error)",
+            ));
+            STOP
+        }
+    }
 }
 
 fn convert_key(key: Value) -> Result<Key, Problem> {

@@ -390,6 +390,7 @@ pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
 
 fn events_to_ruby(ruby: &Ruby, events: Vec<Event>) -> Result<RArray, Error> {
     let class = ruby.get_inner(&EVENT_CLASS);
+    let ivars = EVENT_IVARS.map(|name| ruby.intern(name));
     let ruby_source = ruby.to_symbol("ruby");
     let rust_source = ruby.to_symbol("rust");
     let list = ruby.ary_new_capa(events.len());
@@ -401,23 +402,46 @@ fn events_to_ruby(ruby: &Ruby, events: Vec<Event>) -> Result<RArray, Error> {
             EventSource::Ruby => ruby_source,
             EventSource::Rust => rust_source,
         };
-        let published_at = time_to_ruby(event.published_at);
-        let object: Value = class.new_instance((event.id, name, payload, source, published_at))?;
-        list.push(object)?;
+        let published_at = epoch_nanos(ruby, event.published_at);
+        let id = ruby.integer_from_u64(event.id).as_value();
+        list.push(build_event(
+            class,
+            &ivars,
+            [
+                id,
+                name.as_value(),
+                payload,
+                source.as_value(),
+                published_at,
+            ],
+        ))?;
     }
     Ok(list)
 }
 
-fn time_to_ruby(at: SystemTime) -> Value {
-    use magnus::rb_sys::FromRawValue;
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    // SAFETY: called with the GVL held; rb_time_nano_new returns a new Time VALUE.
+const EVENT_IVARS: [&str; 5] = ["@id", "@name", "@payload", "@source", "@published_at_ns"];
+
+/// A frozen `Tasker::Channels::Event` with its five readers' ivars set directly: the same
+/// object `Event.new` builds, without a Ruby method call per event on the dispatch path.
+fn build_event(class: RClass, ivars: &[magnus::value::Id; 5], values: [Value; 5]) -> Value {
+    use magnus::rb_sys::{AsRawId, AsRawValue, FromRawValue};
+    // SAFETY: GVL held; `class` is the Event class (a plain Ruby class), every value is live
+    // on this stack frame, and the object is frozen only after its ivars are set.
     unsafe {
-        Value::from_raw(rb_sys::rb_time_nano_new(
-            since_epoch.as_secs() as rb_sys::time_t,
-            since_epoch.subsec_nanos() as std::os::raw::c_long,
-        ))
+        let object = rb_sys::rb_obj_alloc(class.as_raw());
+        for (ivar, value) in ivars.iter().zip(values) {
+            rb_sys::rb_ivar_set(object, ivar.as_raw(), value.as_raw());
+        }
+        rb_sys::rb_obj_freeze(object);
+        Value::from_raw(object)
     }
+}
+
+/// Nanoseconds since the epoch, as `Event#published_at` expects.
+fn epoch_nanos(ruby: &Ruby, at: SystemTime) -> Value {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    ruby.integer_from_u64(since_epoch.as_nanos() as u64)
+        .as_value()
 }
 
 fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
