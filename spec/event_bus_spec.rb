@@ -158,8 +158,9 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
       cyclic = {}
       cyclic[:self] = cyclic
       expect { runtime.publish("ok", cyclic) }.to raise_error(ArgumentError, /cycle/)
-      deep = (1..65).reduce(1) { |inner, _| [inner] }
-      expect { runtime.publish("ok", deep) }.to raise_error(ArgumentError, /deeper than 64/)
+      deep = (1..64).reduce(1) { |inner, _| [inner] }
+      expect { runtime.publish("ok", { deep: deep }) }.to raise_error(ArgumentError, /deeper than 64/)
+      expect { runtime.publish("ok", [1]) }.to raise_error(TypeError, /payload must be a Hash, got Array/)
       expect { runtime.publish("ok", { s: "\xFF".b }) }.to raise_error(ArgumentError, /UTF-8/)
       expect(runtime.event_stats[:published]).to eq(0)
     end

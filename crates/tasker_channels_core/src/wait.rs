@@ -55,6 +55,13 @@ impl Interrupt {
         }
     }
 
+    /// Raises the flag without waking anyone and without taking any lock: for an unblock
+    /// function that may run inside a signal handler and unparks the waiting thread itself
+    /// (`std::thread::Thread::unpark` is a lock-free atomic swap and a futex wake).
+    pub fn raise_flag(&self) {
+        self.triggered.store(true, Ordering::SeqCst);
+    }
+
     /// Lowers the flag so the interrupt can be used for another wait.
     pub fn reset(&self) {
         self.triggered.store(false, Ordering::SeqCst);

@@ -17,7 +17,7 @@ use tasker_channels_core::policy::OverflowPolicy;
 use tasker_channels_core::wait::Interrupt;
 
 use crate::errors::{closed_error, guard};
-use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, without_gvl};
+use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
 use crate::payload_conversion;
 use crate::runtime::{send_error_to_ruby, BusHandle};
 
@@ -117,21 +117,25 @@ impl RbChannel {
             rb_self.refuse_bus_channel(ruby, "pop")?;
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let channel = rb_self.channel();
+            // Take what is there with the GVL held: releasing it costs more than a pop.
+            match channel.try_recv() {
+                Ok(message) => return Ok(popped_to_ruby(ruby, message)),
+                Err(RecvError::Closed) => return Ok(ruby.qnil().as_value()),
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Ok(ruby.qnil().as_value())
+                }
+                Err(_) => {}
+            }
             let interrupt = Interrupt::new();
             loop {
                 let slice_end = slice_deadline(deadline);
                 interrupt.reset();
                 let taken = without_gvl(
                     || channel.recv(Some(slice_end), Some(&interrupt)),
-                    || interrupt.trigger(),
+                    unblocker(&interrupt),
                 );
                 match taken {
-                    Some(Ok(Message::Value(payload))) => {
-                        return Ok(payload_conversion::to_ruby(ruby, &payload))
-                    }
-                    Some(Ok(Message::Event(_))) => {
-                        unreachable!("bus channels are refused above")
-                    }
+                    Some(Ok(message)) => return Ok(popped_to_ruby(ruby, message)),
                     Some(Err(RecvError::Closed)) => return Ok(ruby.qnil().as_value()),
                     Some(Err(_)) | None => {
                         check_interrupts()?;
@@ -145,6 +149,13 @@ impl RbChannel {
     }
 }
 
+fn popped_to_ruby(ruby: &Ruby, message: Message) -> Value {
+    match message {
+        Message::Value(payload) => payload_conversion::to_ruby(ruby, &payload),
+        Message::Event(_) => unreachable!("bus channels refuse pop"),
+    }
+}
+
 /// A `block` channel's push: waits for room without the GVL, in slices, up to the channel's
 /// `send_timeout` (forever when unset).
 fn push_waiting(
@@ -155,8 +166,17 @@ fn push_waiting(
     let deadline = channel
         .send_timeout()
         .map(|timeout| Instant::now() + timeout);
-    let interrupt = Interrupt::new();
     let mut progress = SendProgress::new();
+    // Try with the GVL held first: releasing it costs more than a send that finds room.
+    let message = match channel.send_with(message, SendWait::no_wait().slice(&mut progress)) {
+        Ok(outcome) => return Ok(outcome == SendOutcome::Sent),
+        Err(refused) if refused.kind() == SendErrorKind::Closed => {
+            channel.record_rejected(SendErrorKind::Closed);
+            return Err(closed_error(ruby, format!("{} is closed", channel.name())));
+        }
+        Err(refused) => refused.into_inner(),
+    };
+    let interrupt = Interrupt::new();
     let mut pending = Some(message);
     loop {
         let slice_end = slice_deadline(deadline);
@@ -171,7 +191,7 @@ fn push_waiting(
                         .slice(&mut progress),
                 )
             },
-            || interrupt.trigger(),
+            unblocker(&interrupt),
         );
         match attempt {
             None => {}

@@ -11,7 +11,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use magnus::Error;
-use rb_sys::{rb_thread_call_without_gvl2, rb_thread_check_ints};
+use rb_sys::{rb_nogvl, rb_thread_check_ints};
+use tasker_channels_core::wait::Interrupt;
 
 /// The longest a single GVL-free wait lasts before Ruby gets to check for interrupts.
 /// Measured on Ruby 3.1: a wait that began while another Ruby thread was alive can miss
@@ -45,9 +46,11 @@ where
     let _ = catch_unwind(AssertUnwindSafe(|| (call.unblock)()));
 }
 
-/// Runs `body` with the GVL released. `unblock` is what Ruby calls, from another thread, to
-/// wake `body` early (on `Thread#kill`, `Thread#raise`, a signal, or VM shutdown); it must
-/// make `body` return promptly and must not block.
+/// Runs `body` with the GVL released. `unblock` is what Ruby calls to wake `body` early (on
+/// `Thread#kill`, `Thread#raise`, a signal, or VM shutdown); it must make `body` return
+/// promptly, and it must be async-signal-safe — no locks, no allocation — because it is
+/// declared so to Ruby (see [`unblocker`]). Without that declaration Ruby 3.1 starts and
+/// joins a helper thread for every GVL release made while the main thread is alone.
 ///
 /// Returns `None` when Ruby had an interrupt pending and did not run `body` at all.
 /// A panic inside `body` is carried across the C frames and resumed here, with the GVL held,
@@ -66,17 +69,30 @@ where
     // SAFETY: `call` outlives the call; Ruby runs `run_body` at most once on this thread and
     // `run_unblock` only while `run_body` may be running, both with this same pointer.
     unsafe {
-        rb_thread_call_without_gvl2(
+        // INTR_FAIL: like rb_thread_call_without_gvl2, skip the body when an interrupt is
+        // pending and never raise from inside (a longjmp through Rust frames).
+        rb_nogvl(
             Some(run_body::<F, R, U>),
             data,
             Some(run_unblock::<F, R, U>),
             data,
+            (rb_sys::RB_NOGVL_INTR_FAIL | rb_sys::RB_NOGVL_UBF_ASYNC_SAFE) as i32,
         );
     }
     match call.result {
         None => None,
         Some(Ok(value)) => Some(value),
         Some(Err(panic)) => resume_unwind(panic),
+    }
+}
+
+/// The unblock function for a wait on this thread with `interrupt`: raises its flag and
+/// unparks this thread, both lock-free, so it is safe to run inside a signal handler.
+pub fn unblocker(interrupt: &Interrupt) -> impl Fn() + Sync + '_ {
+    let waiting_thread = std::thread::current();
+    move || {
+        interrupt.raise_flag();
+        waiting_thread.unpark();
     }
 }
 

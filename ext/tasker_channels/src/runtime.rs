@@ -26,7 +26,7 @@ use tasker_channels_core::wait::Interrupt;
 use crate::channel::RbChannel;
 use crate::config::{load_config, RbConfig};
 use crate::errors::{backpressure, closed_error, guard};
-use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, without_gvl};
+use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
 use crate::payload_conversion;
 
 static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
@@ -67,6 +67,17 @@ impl BusHandle {
 
     pub fn channel(&self, name: &str) -> Option<MonitoredChannel<Message>> {
         self.bus().registry().get(name).cloned()
+    }
+}
+
+impl Drop for BusHandle {
+    /// A runtime Ruby collected without `shutdown`: close the intake so the forwarder tasks
+    /// finish and release the channels. Never blocks; a stale (pre-fork) bus is left alone.
+    fn drop(&mut self) {
+        let bus = self.bus.load();
+        if !bus.is_stale() {
+            bus.close_intake();
+        }
     }
 }
 
@@ -154,7 +165,7 @@ impl NativeRuntime {
                 })?)
             };
             let deadline = deadline_from_seconds(ruby, "wait:", Some(wait_seconds.unwrap_or(0.0)))?;
-            let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+            let payload = event_payload(ruby, payload)?;
             let bus = rb_self.handle.bus();
             let event = bus
                 .prepare(name, payload, EventSource::Ruby)
@@ -180,13 +191,24 @@ impl NativeRuntime {
         guard(|| {
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let bus = rb_self.handle.bus();
+            // Take what is there with the GVL held: releasing it costs more than a batch.
+            match bus.next_batch(max, Some(Instant::now()), None) {
+                Ok(events) if !events.is_empty() => {
+                    return Ok(events_to_ruby(ruby, events)?.as_value())
+                }
+                Err(RecvError::Closed) => return Ok(ruby.qnil().as_value()),
+                _ if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Ok(ruby.ary_new().as_value())
+                }
+                _ => {}
+            }
             let interrupt = Interrupt::new();
             loop {
                 let slice_end = slice_deadline(deadline);
                 interrupt.reset();
                 let taken = without_gvl(
                     || bus.next_batch(max, Some(slice_end), Some(&interrupt)),
-                    || interrupt.trigger(),
+                    unblocker(&interrupt),
                 );
                 match taken {
                     Some(Ok(events)) => return Ok(events_to_ruby(ruby, events)?.as_value()),
@@ -252,7 +274,7 @@ impl NativeRuntime {
     fn emit(ruby: &Ruby, rb_self: &Self, name: Value, payload: Value) -> Result<Value, Error> {
         guard(|| {
             let name = event_name(ruby, name)?;
-            let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+            let payload = event_payload(ruby, payload)?;
             let bus = rb_self.handle.bus();
             if bus
                 .registry()
@@ -282,7 +304,10 @@ impl NativeRuntime {
 
 fn event_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
     if let Some(symbol) = Symbol::from_value(name) {
-        return Ok(symbol.name()?.into_owned());
+        return symbol
+            .name()
+            .map(|name| name.into_owned())
+            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"));
     }
     if let Some(string) = magnus::RString::from_value(name) {
         return string
@@ -295,6 +320,22 @@ fn event_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
             name.classname()
         }),
     ))
+}
+
+/// An event's payload is a Hash (SPEC §5), converted by the payload rules.
+fn event_payload(
+    ruby: &Ruby,
+    payload: Value,
+) -> Result<tasker_channels_core::payload::Payload, Error> {
+    if RHash::from_value(payload).is_none() {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("payload must be a Hash, got {}", unsafe {
+                payload.classname()
+            }),
+        ));
+    }
+    payload_conversion::from_ruby(ruby, payload, "payload")
 }
 
 /// Puts an event into `shared.ffi`. Without `wait` (and unless the channel blocks) this is
@@ -319,8 +360,20 @@ fn publish_event(
     } else {
         ffi.send_timeout().map(|timeout| Instant::now() + timeout)
     };
-    let interrupt = Interrupt::new();
     let mut progress = SendProgress::new();
+    // Try with the GVL held first: releasing it costs more than a publish that finds room.
+    let event = match bus.publish_prepared(event, SendWait::no_wait().slice(&mut progress)) {
+        Ok(id) => return Ok(id),
+        Err(refused) if refused.kind() == SendErrorKind::Closed => {
+            ffi.record_rejected(SendErrorKind::Closed);
+            return Err(send_error_to_ruby(ruby, &refused));
+        }
+        Err(refused) => match refused.into_inner() {
+            Message::Event(event) => *event,
+            Message::Value(_) => unreachable!("publish only sends events"),
+        },
+    };
+    let interrupt = Interrupt::new();
     let mut pending = Some(event);
     loop {
         let slice_end = slice_deadline(deadline);
@@ -337,7 +390,7 @@ fn publish_event(
                         .slice(&mut progress),
                 )
             },
-            || interrupt.trigger(),
+            unblocker(&interrupt),
         );
         let refused = match attempt {
             None => None,

@@ -40,6 +40,10 @@ module Tasker
 
       # The Ruby handle of a configured channel, for worker threads that push and pop directly.
       def channel(name)
+        unless name.is_a?(String) || name.is_a?(Symbol)
+          raise TypeError, "channel name must be a String or Symbol, got #{name.inspect}"
+        end
+
         native.channel(name.to_s)
       end
 
@@ -93,7 +97,7 @@ module Tasker
       # with it), delivers everything already accepted, and joins the dispatchers. Returns true
       # when everything was delivered within `timeout` seconds.
       def shutdown(timeout: 5)
-        deadline = monotonic_now + timeout
+        deadline = monotonic_now + checked_timeout(timeout)
         native.close_intake
         threads = @lock.synchronize { @dispatchers.dup }
         if threads.any?(&:alive?)
@@ -218,6 +222,13 @@ module Tasker
 
       def remove_subscription(subscription)
         @lock.synchronize { @subscriptions = @subscriptions.reject { |s| s.equal?(subscription) }.freeze }
+      end
+
+      def checked_timeout(timeout)
+        raise TypeError, "timeout: must be a number of seconds, got #{timeout.inspect}" unless timeout.is_a?(Numeric)
+        return timeout if timeout.to_f.finite? && timeout >= 0
+
+        raise ArgumentError, "timeout: must be a finite number of seconds >= 0, got #{timeout.inspect}"
       end
 
       def monotonic_now

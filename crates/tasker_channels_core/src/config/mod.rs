@@ -127,14 +127,19 @@ impl Config {
             }
         })?;
 
-        Ok(Config {
+        let config = Config {
             environment: resolved.environment,
             config_dir: resolved.config_dir.map(|(dir, _)| dir),
             layers,
             effective: merged.effective,
             sources: merged.sources,
             settings,
-        })
+        };
+        let problems = validation::check_effective(&config);
+        if !problems.is_empty() {
+            return Err(ConfigErrors { problems });
+        }
+        Ok(config)
     }
 
     /// The environment the configuration was loaded for.
@@ -793,5 +798,37 @@ mod tests {
             let dir = TempDir::new();
             load_never_panics(&dir, lines.join("\n").as_bytes());
         }
+    }
+
+    #[test]
+    fn the_ruby_event_buffer_refuses_drop_oldest_wherever_it_comes_from() {
+        let dir = TempDir::new();
+        dir.write(
+            "environments/test/mpsc_channels.toml",
+            "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 8\noverflow = \"drop_oldest\"\n",
+        );
+        let errors = load_err(Some("test"), Some(dir.path()));
+        assert_eq!(errors.problems.len(), 1);
+        assert_eq!(
+            errors.problems[0].key.as_deref(),
+            Some("shared.ffi.overflow")
+        );
+        assert!(errors.problems[0]
+            .message
+            .contains("publish already accepted"));
+
+        let inherited = TempDir::new();
+        inherited.write(
+            "environments/test/mpsc_channels.toml",
+            "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n",
+        );
+        // shared.ffi sets its own "error" in the base file, so the default does not reach it.
+        assert_eq!(
+            load(Some("test"), Some(inherited.path()))
+                .channel("shared.ffi")
+                .unwrap()
+                .overflow,
+            OverflowPolicy::Error
+        );
     }
 }

@@ -388,6 +388,40 @@ fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
     current.insert(leaf.clone(), value);
 }
 
+/// The buffer Ruby publishes into: an event `publish` accepted is never dropped.
+const RUBY_EVENT_CHANNEL: &str = "shared.ffi";
+
+/// Rules on the merged result, where a value is wrong only in combination (the policy a
+/// channel ends up with may come from `overflow_policy.drop_policy` in another file).
+pub(super) fn check_effective(config: &super::Config) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    if let Some(ffi) = config.channel(RUBY_EVENT_CHANNEL) {
+        if ffi.overflow == OverflowPolicy::DropOldest {
+            let own_key = format!("{RUBY_EVENT_CHANNEL}.{}", schema::OVERFLOW_KEY);
+            let key = if config.source(&own_key).is_some() {
+                own_key
+            } else {
+                format!("{}.{}", schema::POLICY_TABLE, schema::DROP_POLICY_KEY)
+            };
+            let file = config
+                .overflow_source(RUBY_EVENT_CHANNEL)
+                .unwrap_or_default();
+            problems.push(
+                ConfigProblem::in_file(
+                    file,
+                    format!(
+                        "{RUBY_EVENT_CHANNEL} cannot use \"drop_oldest\": it would discard events \
+                         publish already accepted; use \"error\" (publish raises \
+                         Tasker::Backpressure), \"block\" or \"drop\""
+                    ),
+                )
+                .with_key(key),
+            );
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
