@@ -9,7 +9,8 @@
 #   BENCH_CRITERION=full   criterion with shortened timings, then the ratio table (default)
 #   BENCH_CRITERION=table  only the bench's ratio table (TASKER_BENCH_TABLE_ONLY=1), faster
 #   BENCH_CRITERION=skip   do not run cargo at all
-#   BENCH_CARGO_TIMEOUT=s  give up after s seconds (default 300)
+#   BENCH_CARGO_TIMEOUT=s  give up on the run after s seconds (default 300); the build before it
+#                          (`cargo bench --no-run`) has its own BENCH_CARGO_BUILD_TIMEOUT (900)
 
 require "open3"
 require_relative "support"
@@ -31,10 +32,22 @@ module Bench
       mode = ENV.fetch("BENCH_CRITERION", "full")
       return skipped("skipped (BENCH_CRITERION=skip)") if mode == "skip"
 
-      output, status, seconds = run_cargo(mode, log)
+      output, status, seconds = build(log) || run_cargo(mode, log)
       table = ratio_table(output)
       log&.puts(table ? "\n#{table}" : output.lines.last(30).join)
       summarize(table, status, seconds, mode, output)
+    end
+
+    # Compiles the bench first, so a cold build does not eat the run's timeout. Returns nil
+    # when the build succeeded, else what run_cargo would return for the failure.
+    def build(log)
+      timeout = Float(ENV.fetch("BENCH_CARGO_BUILD_TIMEOUT", 900))
+      started = Bench.monotonic
+      output, status = capture_with_timeout({}, COMMAND + ["--no-run"], timeout)
+      return nil if status.respond_to?(:success?) && status.success?
+
+      log&.puts "  cargo bench --no-run failed"
+      [output, status, Bench.monotonic - started]
     end
 
     def run_cargo(mode, log)
@@ -55,12 +68,12 @@ module Bench
         unless waiter.join(timeout)
           Process.kill("TERM", -waiter.pid)
           waiter.join(5) || Process.kill("KILL", -waiter.pid)
-          return ["#{reader.value}\n[bench] cargo bench timed out after #{timeout.round} s", :timeout]
+          return [reader.value, :"timeout after #{timeout.round} s"]
         end
         [reader.value, waiter.value]
       end
     rescue Errno::ENOENT => e
-      ["[bench] could not run cargo: #{e.message}", :missing]
+      ["could not run cargo: #{e.message}", :"not found (#{e.message})"]
     end
 
     # The bench's closing table: its last column header line ("producers  channel ...") with
@@ -82,7 +95,8 @@ module Bench
       details = { mode: mode, seconds: seconds.round(1), ok: ok && !table.nil?, problem: problem,
                   ratio_table: table, rows: table ? parse_rows(table) : [],
                   output_tail: problem ? output.lines.last(40).join : nil }.compact
-      { rows: table ? rows_from(table) : [failure_row(problem)], details: details, verbatim: table }
+      # A partial table (a run cut short) is kept in the details, but yields no rows.
+      { rows: problem ? [failure_row(problem)] : rows_from(table), details: details, verbatim: problem ? nil : table }
     end
 
     # Rows are "<producers> <channel> <median ms> <ratio> [more numbers]"; any further
