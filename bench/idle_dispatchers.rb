@@ -5,10 +5,12 @@
 # events that never come, against the same thread with no runtime at all.
 #
 # A waiting dispatcher sits in Rust without the GVL and comes back to Ruby once per wait
-# slice (100 ms) to let interrupts through; those returns are all it can cost. Each round
-# runs both modes back to back (in alternating order); the ratio is the median over rounds
-# of with/alone, so slow drifts in machine load cancel out within a round. The CPU time the
-# rest of the process used meanwhile (dispatchers, the extension's threads) is in the details.
+# slice (100 ms) to let interrupts through; those returns are all it can cost. A control
+# mode runs two plain Ruby threads blocked in Queue#pop instead: on a shared machine the
+# spread between rounds is wide, and the control shows how far "no cost at all" strays.
+# Each round runs every mode back to back (in rotating order); a ratio is the median over
+# rounds of mode/alone, so slow drifts in machine load cancel out within a round. The CPU
+# time the rest of the process used meanwhile is in the details.
 # The goal: with dispatchers >= 95% of alone.
 #
 #   ruby -Ilib bench/idle_dispatchers.rb     (BENCH_ROUNDS=n, BENCH_ROUND_SECONDS=s)
@@ -19,7 +21,7 @@ module Bench
   module IdleDispatchers
     GOAL = 0.95
     DISPATCHERS = 2
-    MODES = %i[alone with_dispatchers].freeze
+    MODES = %i[alone with_dispatchers with_ruby_waiters].freeze
     SETTLE = 0.05
     INNER = 1_000
 
@@ -30,14 +32,14 @@ module Bench
     end
 
     def run(log: nil)
-      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 16))
-      seconds = Float(ENV.fetch("BENCH_ROUND_SECONDS", 0.3))
+      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 20))
+      seconds = Float(ENV.fetch("BENCH_ROUND_SECONDS", 0.2))
       samples = { iterations: {}, own_cpu: {}, others_cpu: {} }
       samples.each_value { |by_mode| MODES.each { |mode| by_mode[mode] = [] } }
       busy_loop(0.1) # warm-up
       rounds.times do |round|
-        MODES.rotate(round % 2).each do |mode|
-          sample = mode == :alone ? settled { busy_thread(seconds) } : with_idle_dispatchers { busy_thread(seconds) }
+        MODES.rotate(round % MODES.size).each do |mode|
+          sample = send(mode) { busy_thread(seconds) }
           sample.each { |kind, value| samples[kind][mode] << value }
         end
       end
@@ -74,7 +76,20 @@ module Bench
       yield
     end
 
-    def with_idle_dispatchers(&)
+    def alone(&)
+      settled(&)
+    end
+
+    def with_ruby_waiters(&)
+      queue = Queue.new
+      waiters = Array.new(DISPATCHERS) { Thread.new { queue.pop } }
+      settled(&)
+    ensure
+      queue.close
+      waiters&.each(&:join)
+    end
+
+    def with_dispatchers(&)
       runtime = Tasker::Channels::Runtime.new(environment: "production", dispatch: :manual)
       runtime.subscribe("never.published") { |_event| nil }
       runtime.start(threads: DISPATCHERS)
@@ -85,13 +100,7 @@ module Bench
 
     def summarize(samples, rounds, seconds)
       iterations = samples[:iterations]
-      ratio = Bench.median(iterations[:with_dispatchers].zip(iterations[:alone]).map { |w, a| w.fdiv(a) })
-      rows = [
-        Row.new(id: "e.cpu_bound", benchmark: "(e) CPU-bound thread with #{DISPATCHERS} idle dispatchers",
-                ours: Bench.median(iterations[:with_dispatchers]) / seconds,
-                baseline: Bench.median(iterations[:alone]) / seconds, unit: "it/s", ratio: ratio,
-                goal: ">= #{(GOAL * 100).round}%", met: ratio >= GOAL, note: "ratio: median of per-round with/alone")
-      ]
+      rows = [row(iterations, :with_dispatchers, seconds), row(iterations, :with_ruby_waiters, seconds)]
       median = ->(by_mode, scale) { by_mode.transform_values { |v| (Bench.median(v) * scale).round(3) } }
       details = {
         rounds: rounds, round_seconds: seconds, iterations: iterations,
@@ -101,6 +110,24 @@ module Bench
         other_threads_cpu_ms_median: median.call(samples[:others_cpu], 1e3)
       }
       { rows: rows, details: details }
+    end
+
+    ROWS = {
+      with_dispatchers: {
+        id: "e.cpu_bound", benchmark: "(e) CPU-bound thread, #{DISPATCHERS} idle dispatchers",
+        goal: ">= #{(GOAL * 100).round}%", note: "ratio: median of per-round with/alone"
+      },
+      with_ruby_waiters: {
+        id: "e.cpu_bound_control", benchmark: "(e) control: #{DISPATCHERS} Ruby threads in Queue#pop",
+        note: "context: what no cost at all measures on this machine"
+      }
+    }.freeze
+
+    def row(iterations, mode, seconds)
+      ratio = Bench.median(iterations[mode].zip(iterations[:alone]).map { |w, a| w.fdiv(a) })
+      spec = ROWS.fetch(mode)
+      Row.new(**spec, ours: Bench.median(iterations[mode]) / seconds, unit: "it/s", ratio: ratio,
+                      baseline: Bench.median(iterations[:alone]) / seconds, met: spec[:goal] && ratio >= GOAL)
     end
   end
 end
