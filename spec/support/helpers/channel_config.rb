@@ -104,22 +104,6 @@ module ChannelConfigHelpers
     end
   end
 
-  # Runs the example with an idle companion thread alive when GC_STRESS=1.
-  #
-  # Why: while the main thread is the only Ruby thread, Ruby's rb_nogvl starts (and then
-  # kills) a helper Ruby thread on every GVL release with this extension's unblock function,
-  # and the extension releases the GVL even for pushes and pops that need not wait. Under
-  # GC.stress that helper's allocations leave an interrupt pending each time, the GVL-free
-  # body is skipped and retried, and a plain `push` never returns. A second live thread
-  # stops Ruby from starting helpers, so the GC.stress pass can check what it is for. The
-  # bug itself is pinned by a pending example in spec/channel_spec.rb.
-  def with_gc_stress_companion
-    companion = Thread.new { sleep } if ENV["GC_STRESS"] == "1"
-    yield
-  ensure
-    companion&.kill&.join
-  end
-
   def shutdown_channel_runtimes
     (@channel_runtimes || []).each { |runtime| runtime.shutdown(timeout: 5) }
   end
