@@ -202,6 +202,9 @@ pub enum RecvError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendProgress {
     waiting_since: Option<Instant>,
+    /// Set once the send has been counted as finding the channel full, so a first
+    /// non-waiting try followed by waiting slices counts one full event, not two.
+    found_full: bool,
 }
 
 impl SendProgress {
@@ -581,8 +584,9 @@ impl<T> MonitoredChannel<T> {
         sliced: bool,
     ) -> Result<SendOutcome, SendError<T>> {
         let s = &*self.shared;
-        if progress.waiting_since.is_none() {
+        if !progress.found_full {
             self.found_full();
+            progress.found_full = true;
         }
         let deadline = match (budget, s.info.policy) {
             (Budget::Until(deadline), _) => deadline,
@@ -1615,5 +1619,27 @@ mod tests {
         });
         ch.close();
         assert_eq!(receiver.join().unwrap(), (0..500u64).sum::<u64>());
+    }
+
+    #[test]
+    fn a_first_try_then_waiting_slices_count_one_full_event() {
+        let ch = channel(OverflowPolicy::Block, 1);
+        ch.send(1).unwrap();
+        let mut progress = SendProgress::new();
+        let msg = ch
+            .send_with(2, SendWait::no_wait().slice(&mut progress))
+            .unwrap_err()
+            .into_inner();
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let refused = ch
+            .send_with(msg, SendWait::until(deadline).slice(&mut progress))
+            .unwrap_err();
+        assert_eq!(refused.kind(), SendErrorKind::TimedOut);
+        assert_eq!(ch.stats().full_events, 1);
+        assert_eq!(
+            ch.stats().rejected,
+            0,
+            "slices leave the final count to the caller"
+        );
     }
 }
