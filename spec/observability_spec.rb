@@ -291,7 +291,7 @@ RSpec.describe "Runtime#metrics exposition" do
     samples = series(families, "mpsc_channel_send_wait_seconds", name)
     under_20ms = samples.find { |n, labels, _v| n.end_with?("_bucket") && labels["le"] == "0.02" }
 
-    expect(row).to include(sent: 2, blocked: 1)
+    expect(row).to include(sent: 2, blocked: 1, full_events: 1) # one send: tried, then waited
     expect(row[:send_wait_p99_us]).to be >= 20_000
     expect(samples.find { |n, _labels, _v| n.end_with?("_sum") }.last).to be >= 0.06
     expect(under_20ms&.last).to eq(1) # only the first, unwaited send
