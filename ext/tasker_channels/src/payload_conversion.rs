@@ -203,14 +203,17 @@ unsafe extern "C" fn convert_hash_entry(
     let walk = &mut *(walk as *mut HashWalk);
     let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let key = convert_key(Value::from_raw(key))?;
-        convert(
+        let converted = convert(
             walk.ruby,
             Value::from_raw(value),
             walk.depth + 1,
             walk.open_containers,
-        )
-        .map(|value| (key.clone(), value))
-        .map_err(|p| p.under(format!("[{key}]")))
+        );
+        match converted {
+            Ok(value) => Ok((key, value)),
+            // The path is built only on failure: most payloads never need it.
+            Err(p) => Err(p.under(format!("[{key}]"))),
+        }
     }));
     match converted {
         Ok(Ok(entry)) => {
@@ -267,7 +270,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
         Payload::Int(i) => ruby.integer_from_i64(*i).as_value(),
         Payload::Float(f) => ruby.float_from_f64(*f).as_value(),
         Payload::String(s) => frozen_string(ruby, s).as_value(),
-        Payload::Symbol(s) => ruby.to_symbol(s).as_value(),
+        Payload::Symbol(s) => utf8_symbol(s),
         Payload::Array(items) => {
             let array = ruby.ary_new_capa(items.len());
             for item in items {
@@ -281,7 +284,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
             let hash = ruby.hash_new();
             for (key, value) in entries {
                 let key = match key {
-                    Key::Symbol(name) => ruby.to_symbol(name).as_value(),
+                    Key::Symbol(name) => utf8_symbol(name),
                     Key::String(name) => frozen_string(ruby, name).as_value(),
                 };
                 let _ = hash.aset(key, to_ruby(ruby, value));
@@ -289,6 +292,21 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
             hash.freeze();
             hash.as_value()
         }
+    }
+}
+
+/// The Symbol for UTF-8 text, looked up in Ruby's symbol table directly: `to_symbol` would
+/// first build a throwaway String for every key of every delivered payload.
+fn utf8_symbol(name: &str) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    // SAFETY: GVL held; the bytes are valid UTF-8 (a Rust str) and live for the call.
+    unsafe {
+        let id = rb_sys::rb_intern3(
+            name.as_ptr().cast(),
+            name.len() as std::os::raw::c_long,
+            rb_sys::rb_utf8_encoding(),
+        );
+        Value::from_raw(rb_sys::rb_id2sym(id))
     }
 }
 

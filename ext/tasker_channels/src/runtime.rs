@@ -164,19 +164,19 @@ impl NativeRuntime {
                     )
                 })?)
             };
-            let deadline = deadline_from_seconds(ruby, "wait:", Some(wait_seconds.unwrap_or(0.0)))?;
+            let wait_seconds = wait_seconds.unwrap_or(0.0);
+            // Only a real wait needs the clock (and validation of the number).
+            let deadline = if wait_seconds == 0.0 {
+                None
+            } else {
+                deadline_from_seconds(ruby, "wait:", Some(wait_seconds))?
+            };
             let payload = event_payload(ruby, payload)?;
             let bus = rb_self.handle.bus();
             let event = bus
                 .prepare(name, payload, EventSource::Ruby)
                 .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            publish_event(
-                ruby,
-                &bus,
-                event,
-                wait_seconds.unwrap_or(0.0) > 0.0,
-                deadline,
-            )
+            publish_event(ruby, &bus, event, deadline.is_some(), deadline)
         })
     }
 

@@ -26,12 +26,11 @@ module Tasker
         @dispatchers = []
         @dispatcher_count = 0
         @error_handler = method(:warn_handler_error)
-        @fork_generation = Channels.fork_generation
         Channels.track(self)
       end
 
       def config
-        native.config
+        @native.config
       end
 
       def environment
@@ -44,13 +43,14 @@ module Tasker
           raise TypeError, "channel name must be a String or Symbol, got #{name.inspect}"
         end
 
-        native.channel(name.to_s)
+        @native.channel(name.to_s)
       end
 
       # Puts an event into `shared.ffi` and returns its id. When the buffer is full it waits up
       # to `wait` seconds for room (without the GVL), then raises Tasker::Backpressure.
       def publish(name, payload = {}, wait: 0)
-        native.publish(name, payload, wait)
+        # The hot path: straight to the extension, which rebuilds itself after a fork.
+        @native.publish(name, payload, wait)
       end
 
       # Runs `handler` for every event whose name matches `pattern` (see Subscription).
@@ -78,7 +78,6 @@ module Tasker
           raise ArgumentError, "threads: must be a positive Integer, got #{threads.inspect}"
         end
 
-        native # rebuilds after a fork before threads start
         @lock.synchronize do
           threads.times { @dispatchers << spawn_dispatcher }
           @dispatcher_count = @dispatchers.size
@@ -89,7 +88,7 @@ module Tasker
       # Manual mode: waits up to `timeout` seconds (nil: until an event or shutdown) for events
       # and runs their handlers on this thread. Returns how many events reached a handler.
       def dispatch(timeout: 0)
-        batch = native.next_batch(BATCH_SIZE, timeout)
+        batch = @native.next_batch(BATCH_SIZE, timeout)
         batch ? deliver(batch) : 0
       end
 
@@ -98,32 +97,32 @@ module Tasker
       # when everything was delivered within `timeout` seconds.
       def shutdown(timeout: 5)
         deadline = monotonic_now + checked_timeout(timeout)
-        native.close_intake
+        @native.close_intake
         threads = @lock.synchronize { @dispatchers.dup }
         if threads.any?(&:alive?)
           threads.each { |thread| thread.join([deadline - monotonic_now, 0].max) }
         else
           drain_until(deadline)
         end
-        finished = native.drained? && threads.none?(&:alive?)
+        finished = @native.drained? && threads.none?(&:alive?)
         @lock.synchronize { @dispatchers.select!(&:alive?) }
         finished
       end
 
       def closed?
-        native.closed?
+        @native.closed?
       end
 
       def stats
-        native.stats
+        @native.stats
       end
 
       def event_stats
-        native.event_stats.merge(subscriptions: @subscriptions.size, dispatchers: dispatchers)
+        @native.event_stats.merge(subscriptions: @subscriptions.size, dispatchers: dispatchers)
       end
 
       def metrics
-        native.metrics
+        @native.metrics
       end
 
       def dispatchers
@@ -139,22 +138,12 @@ module Tasker
       def after_fork_in_child
         @lock = Mutex.new
         @dispatchers = []
-        @fork_generation = nil
-      end
-
-      private
-
-      def native
-        restart_dispatchers_after_fork if @fork_generation != Channels.fork_generation
-        @native
-      end
-
-      def restart_dispatchers_after_fork
-        @fork_generation = Channels.fork_generation
         count = @dispatcher_count
         @dispatcher_count = 0
         start(threads: count) if count.positive?
       end
+
+      private
 
       def spawn_dispatcher
         Thread.new do
@@ -165,8 +154,7 @@ module Tasker
       end
 
       def dispatch_loop
-        native = @native
-        while (batch = native.next_batch(BATCH_SIZE, nil))
+        while (batch = @native.next_batch(BATCH_SIZE, nil))
           deliver(batch)
         end
       end
@@ -176,7 +164,7 @@ module Tasker
           remaining = deadline - monotonic_now
           break if remaining <= 0
 
-          batch = native.next_batch(BATCH_SIZE, [remaining, 0.1].min)
+          batch = @native.next_batch(BATCH_SIZE, [remaining, 0.1].min)
           break if batch.nil?
 
           deliver(batch)

@@ -45,9 +45,20 @@ module Tasker
       def self.matcher_for(pattern)
         case pattern
         when Regexp then pattern
-        when String, Symbol then glob_to_regexp(pattern.to_s)
+        when String, Symbol
+          name = pattern.to_s
+          regexp = glob_to_regexp(name) # validates the pattern either way
+          # An exact name compares as a string: cheaper than a Regexp on every event.
+          name.include?("*") ? regexp : ExactName.new(name)
         else
           raise TypeError, "subscription pattern must be a String, Symbol or Regexp, got #{pattern.class}"
+        end
+      end
+
+      # Matches one event name exactly.
+      ExactName = Struct.new(:name) do
+        def match?(candidate)
+          name == candidate
         end
       end
 
