@@ -1624,7 +1624,7 @@ mod tests {
     #[test]
     fn a_first_try_then_waiting_slices_count_one_full_event() {
         let ch = channel(OverflowPolicy::Block, 1);
-        ch.send(1).unwrap();
+        assert_eq!(ch.send(1).unwrap(), SendOutcome::Sent);
         let mut progress = SendProgress::new();
         let msg = ch
             .send_with(2, SendWait::no_wait().slice(&mut progress))
