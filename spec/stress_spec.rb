@@ -16,6 +16,17 @@ module StressScale
     count * FACTOR
   end
 
+  # With STRESS_REPORT=1 each example prints the figures docs/reliability.md quotes.
+  def self.report(what, figures)
+    return unless ENV["STRESS_REPORT"] == "1"
+
+    warn "stress: #{what}: #{figures.map { |key, value| "#{key}=#{value}" }.join(' ')}"
+  end
+
+  def self.now
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+
   # shared.ffi and worker.in_process_events at 8 places each: publishers hit backpressure
   # constantly and the forwarder waits on the dispatchers all the time.
   TINY_BUS = <<~TOML
@@ -152,38 +163,56 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
   end
 
   describe "8 publishers against 8-place buffers, retrying on Tasker::Backpressure" do
-    it "delivers every accepted event exactly once to jittery handlers on 2 dispatcher threads" do
-      runtime = build_runtime(config_dir: config_dir_with(StressScale::TINY_BUS))
-      delivered = Queue.new
-      runtime.subscribe("stress.*") do |event|
-        sleep(rand * 0.0005) if rand < 0.2
-        delivered << [event.id, event.payload[:publisher], event.payload[:seq]]
+    # shared.ffi may be configured "error" (the default), "drop" or "block" (drop_oldest is
+    # refused by validation: it would discard accepted events). Whatever the policy, a
+    # publish either returns an id whose event is delivered once, or raises and is counted.
+    {
+      "error" => "",
+      "drop" => "overflow = \"drop\"\n",
+      "block" => "overflow = \"block\"\nsend_timeout_ms = 2\n"
+    }.each do |policy, settings|
+      it "delivers every accepted event exactly once to jittery handlers on 2 dispatchers (shared.ffi #{policy})" do
+        toml = StressScale::TINY_BUS.sub("ruby_event_buffer_size = 8\n", "\\0#{settings}")
+        runtime = build_runtime(config_dir: config_dir_with(toml))
+        expect(stats_row(runtime, "shared.ffi")).to include(capacity: 8, policy: policy)
+        delivered = Queue.new
+        runtime.subscribe("stress.*") do |event|
+          sleep(rand * 0.0005) if rand < 0.2
+          delivered << [event.id, event.payload[:publisher], event.payload[:seq]]
+        end
+        runtime.start(threads: 1)
+        expect(runtime.dispatchers).to eq(2)
+
+        per_publisher = StressScale.of(300)
+        started = StressScale.now
+        results = run_publishers(runtime, publishers: 8, count: per_publisher)
+        expect(runtime.shutdown(timeout: 60)).to be(true)
+
+        accepted = results.flat_map(&:first)
+        refusals = results.sum(&:last)
+        seen = drain(delivered)
+        seen_ids = seen.map(&:first)
+        expect(accepted.size).to eq(8 * per_publisher)
+        expect(seen_ids.size).to eq(accepted.size)
+        expect(seen_ids.uniq.size).to eq(seen_ids.size)
+        expect(seen_ids.sort).to eq(accepted.sort)
+        seen.group_by { |_, publisher, _| publisher }.each_value do |events|
+          expect(events.map(&:last).sort).to eq((0...per_publisher).to_a)
+        end
+
+        expect(runtime.event_stats).to include(published: accepted.size, delivered: accepted.size, handler_errors: 0)
+        ffi = stats_row(runtime, "shared.ffi")
+        # Every refusal is counted (as rejected, or as dropped under "drop"), none is silent.
+        expect(ffi).to include(sent: accepted.size, received: accepted.size, length: 0)
+        expect(ffi[:rejected] + ffi[:dropped]).to eq(refusals)
+        StressScale.report("exactly once, shared.ffi #{policy}",
+                           events: accepted.size, refusals: refusals, rejected: ffi[:rejected],
+                           dropped: ffi[:dropped], blocked: ffi[:blocked],
+                           seconds: (StressScale.now - started).round(2))
+        expect(refusals).to be_positive unless policy == "block"
+        expect(ffi[:dropped]).to eq(0) unless policy == "drop"
+        expect(stats_row(runtime, "worker.in_process_events")[:dropped]).to eq(0)
       end
-      runtime.start(threads: 1)
-      expect(runtime.dispatchers).to eq(2)
-
-      per_publisher = StressScale.of(300)
-      results = run_publishers(runtime, publishers: 8, count: per_publisher)
-      expect(runtime.shutdown(timeout: 60)).to be(true)
-
-      accepted = results.flat_map(&:first)
-      refusals = results.sum(&:last)
-      seen = drain(delivered)
-      seen_ids = seen.map(&:first)
-      expect(accepted.size).to eq(8 * per_publisher)
-      expect(seen_ids.size).to eq(accepted.size)
-      expect(seen_ids.uniq.size).to eq(seen_ids.size)
-      expect(seen_ids.sort).to eq(accepted.sort)
-      seen.group_by { |_, publisher, _| publisher }.each_value do |events|
-        expect(events.map(&:last).sort).to eq((0...per_publisher).to_a)
-      end
-
-      expect(runtime.event_stats).to include(published: accepted.size, delivered: accepted.size, handler_errors: 0)
-      ffi = stats_row(runtime, "shared.ffi")
-      # Every refusal is counted, none is silent; nothing was dropped.
-      expect(refusals).to be_positive
-      expect(ffi).to include(sent: accepted.size, received: accepted.size, rejected: refusals, dropped: 0, length: 0)
-      expect(stats_row(runtime, "worker.in_process_events")[:dropped]).to eq(0)
     end
 
     it "keeps each publisher's order through one dispatcher thread" do
@@ -201,23 +230,6 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       by_publisher = drain(delivered).group_by(&:first).transform_values { |pairs| pairs.map(&:last) }
       expect(by_publisher.keys.sort).to eq((0...8).to_a)
       expect(by_publisher.values).to all(eq((0...per_publisher).to_a))
-    end
-
-    it "never drops an accepted event, even when shared.ffi is configured drop_oldest" do
-      pending("bug: shared.ffi with overflow = \"drop_oldest\" discards events publish already " \
-              "returned an id for (SPEC §5: accepted Ruby events are never dropped)")
-      toml = StressScale::TINY_BUS.sub("ruby_event_buffer_size = 8\n", "\\0overflow = \"drop_oldest\"\n")
-      runtime = build_runtime(config_dir: config_dir_with(toml), dispatch: :manual)
-      seen = []
-      runtime.subscribe("stress.*") { |event| seen << event.id }
-      accepted = []
-      40.times do |seq|
-        accepted << runtime.publish("stress.event", { seq: seq })
-      rescue Tasker::Backpressure
-        nil
-      end
-      runtime.shutdown(timeout: 10)
-      expect(seen.sort).to eq(accepted.sort)
     end
   end
 
@@ -267,6 +279,8 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       channel = runtime.channel("worker.command_processor")
       per_producer = StressScale.of(2000)
       pushed, received, stats, length, remaining = overflow_run(channel, runtime, per_producer)
+      StressScale.report("drop", pushes: 4 * per_producer, sent: stats[:sent], dropped: stats[:dropped],
+                                 received: received.size, final_length: length)
 
       total = 4 * per_producer
       expect(pushed[true].size + pushed[false].size).to eq(total)
@@ -285,6 +299,8 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       channel = runtime.channel("worker.command_processor")
       per_producer = StressScale.of(2000)
       pushed, received, stats, length, remaining = overflow_run(channel, runtime, per_producer)
+      StressScale.report("drop_oldest", pushes: 4 * per_producer, sent: stats[:sent], dropped: stats[:dropped],
+                                        received: received.size, final_length: length)
 
       total = 4 * per_producer
       expect(pushed[false]).to be_empty
@@ -355,6 +371,9 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       StressScale.of(3).times do
         runtime = build_runtime(config_dir: config_dir_with(StressScale::TINY_BUS))
         accepted, outcomes, delivered = finish(runtime, Queue.new, open_gate_during_shutdown: true)
+        StressScale.report("shutdown with waiters, handlers resuming",
+                           accepted_before: accepted.size, waiter_ids: outcomes.grep(Integer).size,
+                           waiter_closed: outcomes.grep(Tasker::ClosedError).size)
         expect(outcomes).to all(be_a(Integer).or(be_a(Tasker::ClosedError)))
         expect(delivered.sort).to eq((accepted + outcomes.grep(Integer)).sort)
         expect(runtime.event_stats[:published]).to eq(delivered.size)
@@ -399,12 +418,14 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       expect(Thread.list - ruby_threads).to be_empty
       # Ruby 3.1 keeps an exited thread's native thread cached for a few seconds for reuse.
       expect(eventually(within: 15) { os_threads <= threads_before }).to be(true)
+      StressScale.report("runtime churn", runtimes: 50 * StressScale.of(1), threads_before: threads_before,
+                                          threads_after: os_threads, rss_before_kb: rss_before, rss_after_kb: rss_kb)
       expect(rss_kb - rss_before).to be < 20 * 1024
     end
 
+    # Regression: such a runtime used to keep its forwarder tasks and buffers forever
+    # (about 290 KB each in the test environment).
     it "frees the channels of a runtime dropped without shutdown" do
-      pending("bug: a Runtime garbage-collected without #shutdown is never freed: its two forwarder " \
-              "tasks wait forever on channels nothing closes (about 290 KB per test-env runtime)")
       script = <<~RUBY
         rss = -> { File.read("/proc/self/status")[/^VmRSS:\\s+(\\d+)/, 1].to_i }
         churn = -> { 100.times { Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual) }; GC.start }
@@ -415,6 +436,7 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       RUBY
       out, err, status = run_ruby_script(script)
       expect([err, status.success?]).to eq(["", true])
+      StressScale.report("300 runtimes dropped without shutdown", rss_growth_kb: out.to_i)
       expect(out.to_i).to be < 20 * 1024
     end
   end
@@ -432,6 +454,8 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       expect(err).to eq("")
       expect(status).to be_success
       result = JSON.parse(out, symbolize_names: true)
+      StressScale.report("fork under load", children: children, statuses: result[:statuses].tally,
+                                            parent_events: result[:accepted].size, progress: result[:progress].inspect)
 
       expect(result[:statuses]).to eq([0] * children)
       expect(result[:finished]).to be(true)
