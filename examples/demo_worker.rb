@@ -89,7 +89,7 @@ module Demo
       rows.map do |row|
         filled = (row[:usage_percent] / 100.0 * BAR).round.clamp(0, BAR)
         format("%<name>s [%<bar>s] %<pct>3d%%", name: row[:channel], bar: ("#" * filled).ljust(BAR, "."),
-                                                 pct: row[:usage_percent].round)
+                                                pct: row[:usage_percent].round)
       end.join("  ")
     end
   end
@@ -161,12 +161,13 @@ module Demo
       print_summary(clean)
     end
 
+    STATS_COLUMNS = %i[channel capacity high_water_mark policy sent received dropped rejected blocked
+                       send_wait_p99_us].freeze
+
     def print_stats
-      columns = %i[channel capacity high_water_mark policy sent received dropped rejected blocked send_wait_p99_us]
-      rows = @runtime.stats.map { |row| columns.map { |column| row[column].to_s } }
-      widths = columns.each_with_index.map { |column, i| ([column.to_s] + rows.map { |r| r[i] }).map(&:size).max }
-      puts columns.each_with_index.map { |column, i| column.to_s.ljust(widths[i]) }.join("  ")
-      rows.each { |row| puts row.each_with_index.map { |cell, i| cell.ljust(widths[i]) }.join("  ") }
+      table = [STATS_COLUMNS.map(&:to_s)] + @runtime.stats.map { |row| STATS_COLUMNS.map { |c| row[c].to_s } }
+      widths = table.transpose.map { |cells| cells.map(&:size).max }
+      table.each { |cells| puts cells.zip(widths).map { |cell, width| cell.ljust(width) }.join("  ").rstrip }
     end
 
     def print_metrics
