@@ -19,7 +19,11 @@ module Tasker
     @default_lock = Mutex.new
     @default_runtime = nil
     @fork_generation = 0
-    @live_runtimes = ObjectSpace::WeakMap.new
+    # Runtimes whose dispatcher threads the fork hook restarts in a child. Strong references,
+    # held only while dispatchers run (their threads hold the runtime anyway): Ruby 3.1's
+    # ObjectSpace::WeakMap corrupts the heap once GC.compact has moved its entries.
+    @dispatching_lock = Mutex.new
+    @dispatching = {}.compare_by_identity
 
     class << self
       attr_reader :fork_generation
@@ -68,16 +72,23 @@ module Tasker
         current ? current.shutdown(timeout: timeout) : true
       end
 
-      # @api private
+      # @api private: `runtime` has dispatcher threads to restart after a fork.
       def track(runtime)
-        @live_runtimes[runtime] = true
+        @dispatching_lock.synchronize { @dispatching[runtime] = true }
       end
 
-      # @api private: called in a forked child.
+      # @api private: `runtime` has shut its dispatchers down.
+      def untrack(runtime)
+        @dispatching_lock.synchronize { @dispatching.delete(runtime) }
+        runtime
+      end
+
+      # @api private: called in a forked child (threads holding these locks are gone).
       def after_fork_in_child
         @default_lock = Mutex.new
+        @dispatching_lock = Mutex.new
         @fork_generation += 1
-        @live_runtimes.each_key(&:after_fork_in_child)
+        @dispatching.each_key { |runtime| runtime.after_fork_in_child if runtime.respond_to?(:after_fork_in_child) }
       end
     end
   end

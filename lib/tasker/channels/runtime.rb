@@ -26,7 +26,6 @@ module Tasker
         @dispatchers = []
         @dispatcher_count = 0
         @error_handler = method(:warn_handler_error)
-        Channels.track(self)
       end
 
       def config
@@ -82,6 +81,7 @@ module Tasker
           threads.times { @dispatchers << spawn_dispatcher }
           @dispatcher_count = @dispatchers.size
         end
+        Channels.track(self)
         self
       end
 
@@ -106,6 +106,7 @@ module Tasker
         end
         finished = @native.drained? && threads.none?(&:alive?)
         @lock.synchronize { @dispatchers.select!(&:alive?) }
+        Channels.untrack(self) if finished
         finished
       end
 
