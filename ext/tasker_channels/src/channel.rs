@@ -8,18 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
-use tasker_channels_core::channel::{
-    MonitoredChannel, RecvError, SendErrorKind, SendOutcome, SendProgress, SendWait,
-};
+use tasker_channels_core::channel::{MonitoredChannel, SendErrorKind, SendOutcome};
 use tasker_channels_core::event::Message;
 use tasker_channels_core::event_bus::{FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL};
 use tasker_channels_core::policy::OverflowPolicy;
-use tasker_channels_core::wait::Interrupt;
 
 use crate::errors::{closed_error, guard};
-use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
+use crate::gvl::deadline_from_seconds;
 use crate::payload_conversion;
 use crate::runtime::{send_error_to_ruby, BusHandle};
+use crate::waiting::{self, Received};
 
 #[magnus::wrap(class = "Tasker::Channels::Channel", free_immediately, size)]
 pub struct RbChannel {
@@ -117,33 +115,11 @@ impl RbChannel {
             rb_self.refuse_bus_channel(ruby, "pop")?;
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let channel = rb_self.channel();
-            // Take what is there with the GVL held: releasing it costs more than a pop.
-            match channel.try_recv() {
-                Ok(message) => return Ok(popped_to_ruby(ruby, message)),
-                Err(RecvError::Closed) => return Ok(ruby.qnil().as_value()),
-                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Ok(ruby.qnil().as_value())
-                }
-                Err(_) => {}
-            }
-            let interrupt = Interrupt::new();
-            loop {
-                let slice_end = slice_deadline(deadline);
-                interrupt.reset();
-                let taken = without_gvl(
-                    || channel.recv(Some(slice_end), Some(&interrupt)),
-                    unblocker(&interrupt),
-                );
-                match taken {
-                    Some(Ok(message)) => return Ok(popped_to_ruby(ruby, message)),
-                    Some(Err(RecvError::Closed)) => return Ok(ruby.qnil().as_value()),
-                    Some(Err(_)) | None => {
-                        check_interrupts()?;
-                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                            return Ok(ruby.qnil().as_value());
-                        }
-                    }
-                }
+            match waiting::receive(deadline, |deadline, interrupt| {
+                channel.recv(deadline, interrupt)
+            })? {
+                Received::Got(message) => Ok(popped_to_ruby(ruby, message)),
+                Received::TimedOut | Received::Closed => Ok(ruby.qnil().as_value()),
             }
         })
     }
@@ -156,7 +132,7 @@ fn popped_to_ruby(ruby: &Ruby, message: Message) -> Value {
     }
 }
 
-/// A `block` channel's push: waits for room without the GVL, in slices, up to the channel's
+/// A `block` channel's push: waits for room without the GVL, up to the channel's
 /// `send_timeout` (forever when unset).
 fn push_waiting(
     ruby: &Ruby,
@@ -166,57 +142,13 @@ fn push_waiting(
     let deadline = channel
         .send_timeout()
         .map(|timeout| Instant::now() + timeout);
-    let mut progress = SendProgress::new();
-    // Try with the GVL held first: releasing it costs more than a send that finds room.
-    let message = match channel.send_with(message, SendWait::no_wait().slice(&mut progress)) {
-        Ok(outcome) => return Ok(outcome == SendOutcome::Sent),
+    match waiting::send(channel, message, deadline, |message, wait| {
+        channel.send_with(message, wait)
+    })? {
+        Ok(outcome) => Ok(outcome == SendOutcome::Sent),
         Err(refused) if refused.kind() == SendErrorKind::Closed => {
-            channel.record_rejected(SendErrorKind::Closed);
-            return Err(closed_error(ruby, format!("{} is closed", channel.name())));
+            Err(closed_error(ruby, format!("{} is closed", channel.name())))
         }
-        Err(refused) => refused.into_inner(),
-    };
-    let interrupt = Interrupt::new();
-    let mut pending = Some(message);
-    loop {
-        let slice_end = slice_deadline(deadline);
-        interrupt.reset();
-        let attempt = without_gvl(
-            || {
-                let message = pending.take().expect("a message is pending while pushing");
-                channel.send_with(
-                    message,
-                    SendWait::until(slice_end)
-                        .interruptible(&interrupt)
-                        .slice(&mut progress),
-                )
-            },
-            unblocker(&interrupt),
-        );
-        match attempt {
-            None => {}
-            Some(Ok(outcome)) => return Ok(outcome == SendOutcome::Sent),
-            Some(Err(refused)) => {
-                let kind = refused.kind();
-                let final_failure = match kind {
-                    SendErrorKind::Closed | SendErrorKind::Full => true,
-                    SendErrorKind::TimedOut => deadline.is_some_and(|d| Instant::now() >= d),
-                    SendErrorKind::Interrupted => false,
-                };
-                if final_failure {
-                    channel.record_rejected(kind);
-                    return Err(if kind == SendErrorKind::Closed {
-                        closed_error(ruby, format!("{} is closed", channel.name()))
-                    } else {
-                        send_error_to_ruby(ruby, &refused)
-                    });
-                }
-                pending = Some(refused.into_inner());
-            }
-        }
-        if let Err(interrupted) = check_interrupts() {
-            channel.record_rejected(SendErrorKind::Interrupted);
-            return Err(interrupted);
-        }
+        Err(refused) => Err(send_error_to_ruby(ruby, &refused)),
     }
 }

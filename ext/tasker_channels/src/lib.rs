@@ -9,6 +9,7 @@ mod errors;
 mod gvl;
 mod payload_conversion;
 mod runtime;
+mod waiting;
 
 use magnus::{prelude::*, Error, Ruby};
 

@@ -13,21 +13,19 @@ use magnus::{
     function, method, prelude::*, value::Lazy, Error, RArray, RClass, RHash, RModule, Ruby, Symbol,
     Value,
 };
-use tasker_channels_core::channel::{
-    MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress, SendWait,
-};
+use tasker_channels_core::channel::{MonitoredChannel, SendError, SendErrorKind, SendWait};
 use tasker_channels_core::config::Config;
 use tasker_channels_core::event::{Event, EventSource, Message};
 use tasker_channels_core::event_bus::EventBus;
 use tasker_channels_core::metrics::ChannelStats;
 use tasker_channels_core::policy::OverflowPolicy;
-use tasker_channels_core::wait::Interrupt;
 
 use crate::channel::RbChannel;
 use crate::config::{load_config, RbConfig};
 use crate::errors::{backpressure, closed_error, guard};
-use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
+use crate::gvl::deadline_from_seconds;
 use crate::payload_conversion;
+use crate::waiting::{self, Received};
 
 static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
     let channels: RModule = ruby
@@ -176,7 +174,7 @@ impl NativeRuntime {
             let event = bus
                 .prepare(name, payload, EventSource::Ruby)
                 .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            publish_event(ruby, &bus, event, deadline.is_some(), deadline)
+            publish_event(ruby, &bus, event, deadline)
         })
     }
 
@@ -191,36 +189,12 @@ impl NativeRuntime {
         guard(|| {
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let bus = rb_self.handle.bus();
-            // Take what is there with the GVL held: releasing it costs more than a batch.
-            match bus.next_batch(max, Some(Instant::now()), None) {
-                Ok(events) if !events.is_empty() => {
-                    return Ok(events_to_ruby(ruby, events)?.as_value())
-                }
-                Err(RecvError::Closed) => return Ok(ruby.qnil().as_value()),
-                _ if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Ok(ruby.ary_new().as_value())
-                }
-                _ => {}
-            }
-            let interrupt = Interrupt::new();
-            loop {
-                let slice_end = slice_deadline(deadline);
-                interrupt.reset();
-                let taken = without_gvl(
-                    || bus.next_batch(max, Some(slice_end), Some(&interrupt)),
-                    unblocker(&interrupt),
-                );
-                match taken {
-                    Some(Ok(events)) => return Ok(events_to_ruby(ruby, events)?.as_value()),
-                    Some(Err(RecvError::Closed)) => return Ok(ruby.qnil().as_value()),
-                    Some(Err(RecvError::Empty | RecvError::TimedOut | RecvError::Interrupted))
-                    | None => {
-                        check_interrupts()?;
-                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                            return Ok(ruby.ary_new().as_value());
-                        }
-                    }
-                }
+            match waiting::receive(deadline, |deadline, interrupt| {
+                bus.next_batch(max, deadline, interrupt)
+            })? {
+                Received::Got(events) => Ok(events_to_ruby(ruby, events)?.as_value()),
+                Received::TimedOut => Ok(ruby.ary_new().as_value()),
+                Received::Closed => Ok(ruby.qnil().as_value()),
             }
         })
     }
@@ -346,78 +320,25 @@ fn publish_event(
     ruby: &Ruby,
     bus: &EventBus,
     event: Event,
-    wait_requested: bool,
     wait_deadline: Option<Instant>,
 ) -> Result<u64, Error> {
     let ffi = bus.ffi();
-    if !wait_requested && ffi.policy() != OverflowPolicy::Block {
+    if wait_deadline.is_none() && ffi.policy() != OverflowPolicy::Block {
         return bus
             .publish_prepared(event, SendWait::policy())
             .map_err(|refused| send_error_to_ruby(ruby, &refused));
     }
-    let deadline = if wait_requested {
-        wait_deadline
-    } else {
-        ffi.send_timeout().map(|timeout| Instant::now() + timeout)
-    };
-    let mut progress = SendProgress::new();
-    // Try with the GVL held first: releasing it costs more than a publish that finds room.
-    let event = match bus.publish_prepared(event, SendWait::no_wait().slice(&mut progress)) {
-        Ok(id) => return Ok(id),
-        Err(refused) if refused.kind() == SendErrorKind::Closed => {
-            ffi.record_rejected(SendErrorKind::Closed);
-            return Err(send_error_to_ruby(ruby, &refused));
-        }
-        Err(refused) => match refused.into_inner() {
-            Message::Event(event) => *event,
+    let deadline = wait_deadline.or_else(|| ffi.send_timeout().map(|t| Instant::now() + t));
+    let sent = waiting::send(
+        ffi,
+        Message::Event(Box::new(event)),
+        deadline,
+        |message, wait| match message {
+            Message::Event(event) => bus.publish_prepared(*event, wait),
             Message::Value(_) => unreachable!("publish only sends events"),
         },
-    };
-    let interrupt = Interrupt::new();
-    let mut pending = Some(event);
-    loop {
-        let slice_end = slice_deadline(deadline);
-        interrupt.reset();
-        let attempt = without_gvl(
-            || {
-                let event = pending
-                    .take()
-                    .expect("an event is pending while publishing");
-                bus.publish_prepared(
-                    event,
-                    SendWait::until(slice_end)
-                        .interruptible(&interrupt)
-                        .slice(&mut progress),
-                )
-            },
-            unblocker(&interrupt),
-        );
-        let refused = match attempt {
-            None => None,
-            Some(Ok(id)) => return Ok(id),
-            Some(Err(refused)) => Some(refused),
-        };
-        if let Some(refused) = refused {
-            let kind = refused.kind();
-            let final_failure = match kind {
-                SendErrorKind::Closed | SendErrorKind::Full => true,
-                SendErrorKind::TimedOut => deadline.is_some_and(|d| Instant::now() >= d),
-                SendErrorKind::Interrupted => false,
-            };
-            if final_failure {
-                ffi.record_rejected(kind);
-                return Err(send_error_to_ruby(ruby, &refused));
-            }
-            pending = Some(match refused.into_inner() {
-                Message::Event(event) => *event,
-                Message::Value(_) => unreachable!("publish only sends events"),
-            });
-        }
-        if let Err(interrupted) = check_interrupts() {
-            ffi.record_rejected(SendErrorKind::Interrupted);
-            return Err(interrupted);
-        }
-    }
+    )?;
+    sent.map_err(|refused| send_error_to_ruby(ruby, &refused))
 }
 
 /// Backpressure for a full channel, ClosedError for a closed one.
