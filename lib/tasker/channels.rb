@@ -18,7 +18,6 @@ module Tasker
 
     @default_lock = Mutex.new
     @default_runtime = nil
-    @fork_generation = 0
     # Runtimes whose dispatcher threads the fork hook restarts in a child. Strong references,
     # held only while dispatchers run (their threads hold the runtime anyway): Ruby 3.1's
     # ObjectSpace::WeakMap corrupts the heap once GC.compact has moved its entries.
@@ -26,8 +25,6 @@ module Tasker
     @dispatching = {}.compare_by_identity
 
     class << self
-      attr_reader :fork_generation
-
       # The process's default runtime (environment and config dir from the environment).
       def runtime
         @default_runtime || @default_lock.synchronize { @default_runtime ||= Runtime.new }
@@ -87,7 +84,6 @@ module Tasker
       def after_fork_in_child
         @default_lock = Mutex.new
         @dispatching_lock = Mutex.new
-        @fork_generation += 1
         @dispatching.each_key { |runtime| runtime.after_fork_in_child if runtime.respond_to?(:after_fork_in_child) }
       end
     end
