@@ -321,17 +321,7 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
       accepted = []
       runtime.subscribe("stress.*") { |event| gate.pop if event.payload[:hold] }
       accepted << runtime.publish("stress.event", { hold: true })
-      loop do
-        begin
-          accepted << runtime.publish("stress.event", { filler: accepted.size })
-        rescue Tasker::Backpressure
-          nil
-        end
-        rows = runtime.stats.select { |row| %w[shared.ffi worker.in_process_events].include?(row[:channel]) }
-        break if rows.all? { |row| row[:length] == row[:capacity] }
-
-        sleep 0.001
-      end
+      fill_until_stuck(runtime, accepted)
       waiting = Array.new(8) do |n|
         Thread.new do
           runtime.publish("stress.event", { waiter: n }, wait: 30)
@@ -339,10 +329,30 @@ RSpec.describe "Stress: SPEC §1 promises under load", :stress do
           e
         end
       end
-      eventually(within: 30) do
+      parked = eventually(within: 20) do
         waiting.all? { |thread| thread.status == "sleep" } && stats_row(runtime, "shared.ffi")[:blocked] >= 8
       end
+      expect(parked).to be(true), "the 8 publishers did not all park: #{waiting.map(&:status).inspect}"
       [accepted, waiting]
+    end
+
+    # Publishes until both bus buffers are full and stay full: the forwarder may take a batch
+    # out of shared.ffi into its hands after the buffers first look full, so the fill only
+    # ends when a publish 20 ms after the last one is still refused.
+    def fill_until_stuck(runtime, accepted)
+      loop do
+        accepted << runtime.publish("stress.event", { filler: accepted.size })
+      rescue Tasker::Backpressure
+        rows = runtime.stats.select { |row| %w[shared.ffi worker.in_process_events].include?(row[:channel]) }
+        next sleep(0.001) unless rows.all? { |row| row[:length] == row[:capacity] }
+
+        sleep 0.02
+        begin
+          accepted << runtime.publish("stress.event", { filler: accepted.size })
+        rescue Tasker::Backpressure
+          break
+        end
+      end
     end
 
     # Shuts down while the publishers wait. `race: false`: every waiter has its answer before
