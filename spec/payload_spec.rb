@@ -202,11 +202,11 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
   end
 
   describe "published event payloads" do
-    it "raise TypeError naming payload[...] and enqueue nothing" do
-      expect { runtime.publish("job.done", { user: Object.new }) }
+    it "raise TypeError naming payload[...] where they cross into Rust, and enqueue nothing" do
+      expect { runtime.emit("job.done", { user: Object.new }) }
         .to raise_error(TypeError, /\Apayload\[:user\] is an? Object/)
-      expect(channel_stats(runtime, "shared.ffi")).to include(sent: 0, rejected: 0)
-      expect(runtime.event_stats[:published]).to eq(0)
+      expect(channel_stats(runtime, "shared.event_publisher")).to include(sent: 0, rejected: 0)
+      expect(runtime.event_stats[:emitted]).to eq(0)
     end
 
     it "must be a Hash: anything else raises TypeError naming payload, enqueueing nothing" do

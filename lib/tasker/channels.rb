@@ -6,6 +6,7 @@ require_relative "channels/event"
 require_relative "channels/subscription"
 require_relative "channels/runtime"
 require_relative "channels/fork_hook"
+require_relative "channels/testing"
 
 module Tasker
   # Bounded, monitored channels and the in-process event bus of a Tasker worker.
@@ -23,6 +24,7 @@ module Tasker
     # ObjectSpace::WeakMap corrupts the heap once GC.compact has moved its entries.
     @dispatching_lock = Mutex.new
     @dispatching = {}.compare_by_identity
+    @exiting = false
 
     class << self
       # The process's default runtime (environment and config dir from the environment).
@@ -30,8 +32,14 @@ module Tasker
         @default_runtime || @default_lock.synchronize { @default_runtime ||= Runtime.new }
       end
 
-      def publish(name, payload = {}, wait: 0)
-        runtime.publish(name, payload, wait: wait)
+      def publish(name, payload = nil, wait: 0, **fields)
+        if payload.nil?
+          runtime.publish(name, wait: wait, **fields)
+        elsif fields.empty?
+          runtime.publish(name, payload, wait: wait)
+        else
+          raise ArgumentError, "publish takes a payload Hash or payload keywords, not both"
+        end
       end
 
       def subscribe(pattern, &)
@@ -69,6 +77,16 @@ module Tasker
         current ? current.shutdown(timeout: timeout) : true
       end
 
+      # @api private: true once the process is exiting (dispatchers are not replaced then).
+      def exiting?
+        @exiting
+      end
+
+      # @api private: called from the gem's at_exit hook.
+      def exiting!
+        @exiting = true
+      end
+
       # @api private: `runtime` has dispatcher threads to restart after a fork.
       def track(runtime)
         @dispatching_lock.synchronize { @dispatching[runtime] = true }
@@ -90,4 +108,7 @@ module Tasker
   end
 end
 
-at_exit { Tasker::Channels.shutdown }
+at_exit do
+  Tasker::Channels.exiting!
+  Tasker::Channels.shutdown
+end

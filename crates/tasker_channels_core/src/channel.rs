@@ -751,6 +751,15 @@ impl<T> MonitoredChannel<T> {
         self.wait_to_take(deadline, interrupt, || self.take_up_to(batch, max))
     }
 
+    /// Takes up to `max` queued messages without waiting; `Empty` when there are none,
+    /// `Closed` once the channel is closed and drained.
+    pub fn try_recv_batch_into(&self, batch: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.take_up_to(batch, max)
+    }
+
     /// Awaits a message; `Closed` once the channel is closed and drained.
     pub async fn recv_async(&self) -> Result<T, RecvError> {
         self.await_to_take(|| self.try_recv()).await

@@ -39,12 +39,27 @@ pub struct Event {
     pub published_at: SystemTime,
 }
 
+/// An event whose name and payload stay with the publisher's side of the bus, by reference:
+/// the Ruby binding keeps them in a table of its own and only this small record travels
+/// through `shared.ffi`. Whoever takes it from the channel hands `slot` back to that table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef {
+    /// Unique within its event bus, like [`Event::id`].
+    pub id: u64,
+    /// Where the publisher's table holds the name and payload.
+    pub slot: u32,
+    pub published_at: SystemTime,
+}
+
 /// What every channel of a registry carries: events on the event bus's channels, plain
 /// values on the channels Ruby workers use directly.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Value(Payload),
+    /// An event carried whole: emitted by Rust code, so the dispatch side builds it anew.
     Event(Box<Event>),
+    /// An event published by reference (see [`EventRef`]).
+    Ref(EventRef),
 }
 
 /// Why an event name was refused.

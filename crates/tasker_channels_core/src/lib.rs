@@ -5,6 +5,7 @@
 //!
 //! ```
 //! use tasker_channels_core::config::{Config, LoadOptions};
+//! use tasker_channels_core::event::Message;
 //! use tasker_channels_core::event_bus::EventBus;
 //! use tasker_channels_core::payload::Payload;
 //!
@@ -17,8 +18,9 @@
 //! let batch = bus
 //!     .next_batch(16, Some(std::time::Instant::now() + std::time::Duration::from_secs(5)), None)
 //!     .unwrap();
-//! assert_eq!(batch[0].id, id);
-//! assert_eq!(batch[0].payload.get("n"), Some(&Payload::Int(1)));
+//! let Message::Event(event) = &batch[0] else { panic!("Rust events travel whole") };
+//! assert_eq!(event.id, id);
+//! assert_eq!(event.payload.get("n"), Some(&Payload::Int(1)));
 //! ```
 
 pub mod channel;
@@ -29,6 +31,7 @@ pub mod fork;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
+pub mod pattern;
 pub mod payload;
 pub mod policy;
 pub mod registry;

@@ -60,7 +60,7 @@ impl RbChannel {
             return Err(Error::new(
                 ruby.exception_arg_error(),
                 format!(
-                    "{} carries the event bus's events: use publish/subscribe instead of {operation}",
+                    "{} carries the event bus's events: use publish/subscribe instead of {operation} (Runtime#shutdown closes it)",
                     self.name
                 ),
             ));
@@ -84,8 +84,11 @@ impl RbChannel {
         self.channel().policy().as_str()
     }
 
-    fn close(&self) -> bool {
-        self.channel().close()
+    /// Closing a bus channel would silently refuse every later publish: only the runtime's
+    /// shutdown closes those.
+    fn close(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        rb_self.refuse_bus_channel(ruby, "close")?;
+        Ok(rb_self.channel().close())
     }
 
     fn is_closed(&self) -> bool {
@@ -128,7 +131,7 @@ impl RbChannel {
 fn popped_to_ruby(ruby: &Ruby, message: Message) -> Value {
     match message {
         Message::Value(payload) => payload_conversion::to_ruby(ruby, &payload),
-        Message::Event(_) => unreachable!("bus channels refuse pop"),
+        Message::Event(_) | Message::Ref(_) => unreachable!("bus channels refuse pop"),
     }
 }
 

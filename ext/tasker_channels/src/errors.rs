@@ -58,7 +58,9 @@ pub fn closed_error(ruby: &Ruby, message: impl Into<String>) -> Error {
     Error::new(ruby.get_inner(&CLOSED_ERROR), message.into())
 }
 
-/// `Tasker::Backpressure` carrying the channel's name, capacity and policy.
+/// `Tasker::Backpressure` carrying the channel's name, capacity and policy. Built without a
+/// Ruby method call beyond the exception's own constructor: a refused publish is a normal
+/// event under load, and should cost little more than a plain `raise`.
 pub fn backpressure(
     ruby: &Ruby,
     message: &str,
@@ -66,11 +68,56 @@ pub fn backpressure(
     capacity: usize,
     policy: &str,
 ) -> Error {
-    build_exception(ruby, ruby.get_inner(&BACKPRESSURE), message, |exc| {
-        set_ivar(exc, "@channel", channel)?;
-        set_ivar(exc, "@capacity", capacity)?;
-        set_ivar(exc, "@policy", policy)
-    })
+    static IVARS: LazyId3 = LazyId3::new(["@channel", "@capacity", "@policy"]);
+    let [channel_ivar, capacity_ivar, policy_ivar] = IVARS.get(ruby);
+    let class = ruby.get_inner(&BACKPRESSURE);
+    // SAFETY: GVL held; every VALUE is live on this frame; the strings are valid buffers.
+    unsafe {
+        use magnus::rb_sys::{AsRawValue, FromRawValue};
+        let exception =
+            rb_sys::rb_exc_new(class.as_raw(), message.as_ptr().cast(), message.len() as _);
+        let interned = |text: &str| {
+            rb_sys::rb_enc_interned_str(
+                text.as_ptr().cast(),
+                text.len() as _,
+                rb_sys::rb_utf8_encoding(),
+            )
+        };
+        rb_sys::rb_ivar_set(exception, channel_ivar, interned(channel));
+        rb_sys::rb_ivar_set(
+            exception,
+            capacity_ivar,
+            ruby.integer_from_u64(capacity as u64).as_raw(),
+        );
+        rb_sys::rb_ivar_set(exception, policy_ivar, interned(policy));
+        match Exception::from_value(Value::from_raw(exception)) {
+            Some(exception) => Error::from(exception),
+            None => Error::new(class, message.to_owned()),
+        }
+    }
+}
+
+/// Three instance-variable IDs of the gem's own fixed set, interned once.
+struct LazyId3 {
+    names: [&'static str; 3],
+    ids: std::sync::OnceLock<[rb_sys::ID; 3]>,
+}
+
+impl LazyId3 {
+    const fn new(names: [&'static str; 3]) -> Self {
+        LazyId3 {
+            names,
+            ids: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self, _ruby: &Ruby) -> [rb_sys::ID; 3] {
+        *self.ids.get_or_init(|| {
+            // SAFETY: GVL held (proved by `_ruby`); short non-empty literals.
+            self.names
+                .map(|name| unsafe { rb_sys::rb_intern2(name.as_ptr().cast(), name.len() as _) })
+        })
+    }
 }
 
 /// `Tasker::ConfigError` whose message lists every problem and whose `errors` returns them.

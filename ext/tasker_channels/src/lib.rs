@@ -5,10 +5,15 @@
 
 mod channel;
 mod config;
+mod dispatch;
 mod errors;
+mod event_object;
 mod gvl;
+mod gvl_cell;
 mod payload_conversion;
 mod runtime;
+mod slot_table;
+mod subscribers;
 mod waiting;
 
 use magnus::{prelude::*, Error, Ruby};

@@ -1,42 +1,43 @@
-//! `Tasker::Channels::NativeRuntime`: the Ruby face of one core `EventBus`.
+//! `Tasker::Channels::Runtime`: the Ruby face of one core `EventBus`.
 //!
-//! Owns turning Ruby calls into bus operations — publish with sliced, interruptible waits
-//! for room, batched hand-over to dispatcher threads that wait without the GVL, stats and
-//! metrics — and rebuilding the bus on first use in a forked child. It must never keep a
-//! Ruby object inside the bus, never wait while holding the GVL, and never block in `Drop`.
+//! Owns turning Ruby calls into bus operations — `publish` (payloads kept by reference in the
+//! slot table, sliced interruptible waits for room), the subscription table, the dispatch
+//! loop that waits without the GVL and runs handlers on its Ruby thread, stats and metrics —
+//! and rebuilding the bus on first use in a forked child. It must never put a Ruby object
+//! into the bus, never wait while holding the GVL, and never block in `Drop`.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
+use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{
-    function, method, prelude::*, value::Lazy, Error, RArray, RClass, RHash, RModule, Ruby, Symbol,
-    Value,
+    gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RArray, RHash, RModule,
+    RString, Ruby, Symbol, TypedData, Value,
 };
 use tasker_channels_core::channel::{MonitoredChannel, SendError, SendErrorKind, SendWait};
 use tasker_channels_core::config::Config;
-use tasker_channels_core::event::{Event, EventSource, Message};
-use tasker_channels_core::event_bus::EventBus;
+use tasker_channels_core::event::{validate_name, EventRef, Message};
+use tasker_channels_core::event_bus::{EventBus, PublishError, PUBLISHER_CHANNEL};
 use tasker_channels_core::metrics::ChannelStats;
+use tasker_channels_core::pattern::Pattern;
+use tasker_channels_core::payload::Payload;
 use tasker_channels_core::policy::OverflowPolicy;
 
 use crate::channel::RbChannel;
 use crate::config::{load_config, RbConfig};
-use crate::errors::{backpressure, closed_error, guard};
+use crate::dispatch;
+use crate::errors::{backpressure, closed_error, guard, tasker_error};
 use crate::gvl::deadline_from_seconds;
 use crate::payload_conversion;
+use crate::slot_table::SlotTable;
+use crate::subscribers::{Selector, Shape, Subscribers};
 use crate::waiting::{self, Received};
 
-static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
-    let channels: RModule = ruby
-        .class_object()
-        .const_get::<_, RModule>("Tasker")
-        .and_then(|tasker| tasker.const_get("Channels"))
-        .expect("Tasker::Channels is defined at load time");
-    channels
-        .const_get("Event")
-        .expect("Tasker::Channels::Event is defined by lib/tasker/channels/event.rb")
-});
+/// How many events one dispatcher wake-up takes at most.
+pub const BATCH_SIZE: usize = 256;
+/// The most dispatcher threads one runtime runs (each may hold a batch of slots).
+pub const MAX_DISPATCHERS: usize = 64;
 
 /// The bus of this process, rebuilt from the same config after a fork.
 pub struct BusHandle {
@@ -45,16 +46,36 @@ pub struct BusHandle {
 }
 
 impl BusHandle {
-    /// The live bus. In a forked child the parent's bus has no forwarder tasks here: build a
+    /// The live bus. In a forked child the parent's bus has no forwarder task here: build a
     /// fresh one (same config, empty channels) and let the stale one go without joining.
+    /// A shut-down runtime's child stays shut down.
     pub fn bus(&self) -> Arc<EventBus> {
         let bus = self.bus.load_full();
         if !bus.is_stale() {
             return bus;
         }
+        self.rebuild(&bus)
+    }
+
+    /// [`bus`](Self::bus) without touching the reference count on the hot path.
+    #[inline]
+    fn current(&self) -> Guard<Arc<EventBus>> {
+        let bus = self.bus.load();
+        if !bus.is_stale() {
+            return bus;
+        }
+        self.rebuild(&bus);
+        self.bus.load()
+    }
+
+    #[cold]
+    fn rebuild(&self, stale: &Arc<EventBus>) -> Arc<EventBus> {
         let fresh = EventBus::start(&self.config);
-        let previous = self.bus.compare_and_swap(&bus, Arc::clone(&fresh));
-        if Arc::ptr_eq(&previous, &bus) {
+        if stale.is_closed() {
+            fresh.close_intake();
+        }
+        let previous = self.bus.compare_and_swap(stale, Arc::clone(&fresh));
+        if Arc::ptr_eq(&previous, stale) {
             fresh
         } else {
             // Another thread rebuilt first; use its bus.
@@ -69,8 +90,8 @@ impl BusHandle {
 }
 
 impl Drop for BusHandle {
-    /// A runtime Ruby collected without `shutdown`: close the intake so the forwarder tasks
-    /// finish and release the channels. Never blocks; a stale (pre-fork) bus is left alone.
+    /// A runtime Ruby collected without `shutdown`: close the intake so the forwarder task
+    /// finishes and releases the channels. Never blocks; a stale (pre-fork) bus is left alone.
     fn drop(&mut self) {
         let bus = self.bus.load();
         if !bus.is_stale() {
@@ -79,147 +100,257 @@ impl Drop for BusHandle {
     }
 }
 
-#[magnus::wrap(class = "Tasker::Channels::NativeRuntime", free_immediately, size)]
-pub struct NativeRuntime {
+/// What a set-up runtime holds.
+pub struct State {
     handle: Arc<BusHandle>,
+    pub slots: SlotTable,
+    pub subscribers: Subscribers,
+}
+
+impl State {
+    /// Identifies `bus` for the slot table (a forked child's bus is a different one).
+    pub fn bus_key(&self, bus: &EventBus) -> usize {
+        bus as *const EventBus as usize
+    }
+}
+
+#[derive(Default, TypedData)]
+#[magnus(class = "Tasker::Channels::Runtime", free_immediately, size, mark)]
+pub struct Runtime {
+    state: OnceLock<State>,
+}
+
+impl DataTypeFunctions for Runtime {
+    fn mark(&self, marker: &gc::Marker) {
+        if let Some(state) = self.state.get() {
+            state.slots.mark(marker);
+            state.subscribers.mark(marker);
+        }
+    }
 }
 
 pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
-    let class = channels.define_class("NativeRuntime", ruby.class_object())?;
-    class.undef_default_alloc_func();
-    class.define_singleton_method("new", function!(NativeRuntime::new, 3))?;
-    class.define_method("config", method!(NativeRuntime::config, 0))?;
-    class.define_method("channel", method!(NativeRuntime::channel, 1))?;
-    class.define_method("publish", method!(NativeRuntime::publish, 3))?;
-    class.define_method("next_batch", method!(NativeRuntime::next_batch, 2))?;
-    class.define_method(
-        "record_delivery",
-        method!(NativeRuntime::record_delivery, 3),
-    )?;
-    class.define_method("close_intake", method!(NativeRuntime::close_intake, 0))?;
-    class.define_method("closed?", method!(NativeRuntime::is_closed, 0))?;
-    class.define_method("drained?", method!(NativeRuntime::is_drained, 0))?;
-    class.define_method("stats", method!(NativeRuntime::stats, 0))?;
-    class.define_method("event_stats", method!(NativeRuntime::event_stats, 0))?;
-    class.define_method("metrics", method!(NativeRuntime::metrics, 0))?;
-    class.define_method("emit", method!(NativeRuntime::emit, 2))?;
+    let class = channels.define_class("Runtime", ruby.class_object())?;
+    class.define_alloc_func::<Runtime>();
+    class.define_private_method("_setup", method!(Runtime::setup, 3))?;
+    class.define_method("config", method!(Runtime::config, 0))?;
+    class.define_private_method("_channel", method!(Runtime::channel, 1))?;
+    class.define_method("publish", method!(Runtime::publish, -1))?;
+    class.define_private_method("_subscribe", method!(Runtime::subscribe, 2))?;
+    class.define_private_method("_unsubscribe", method!(Runtime::unsubscribe, 1))?;
+    class.define_private_method("_dispatch", method!(Runtime::dispatch, 1))?;
+    class.define_private_method("_dispatch_loop", method!(Runtime::dispatch_loop, 0))?;
+    class.define_private_method("_close_intake", method!(Runtime::close_intake, 0))?;
+    class.define_method("closed?", method!(Runtime::is_closed, 0))?;
+    class.define_private_method("_drained?", method!(Runtime::is_drained, 0))?;
+    class.define_method("stats", method!(Runtime::stats, 0))?;
+    class.define_private_method("_event_stats", method!(Runtime::event_stats, 0))?;
+    class.define_method("metrics", method!(Runtime::metrics, 0))?;
+    class.define_method("emit", method!(Runtime::emit, 2))?;
+    class.define_private_method("_emit_from_rust", method!(Runtime::emit_from_rust, 3))?;
+    class.define_private_method("_slots_in_use", method!(Runtime::slots_in_use, 0))?;
     Ok(())
 }
 
-impl NativeRuntime {
-    fn new(
+impl Runtime {
+    fn state(&self, ruby: &Ruby) -> Result<&State, Error> {
+        self.state.get().ok_or_else(|| {
+            tasker_error(
+                ruby,
+                "this Tasker::Channels::Runtime was not initialized (call Runtime.new)",
+            )
+        })
+    }
+
+    /// `_setup(environment, config_dir, shipped_dir)`, from `initialize`.
+    fn setup(
         ruby: &Ruby,
+        rb_self: &Self,
         environment: Option<String>,
         config_dir: Option<String>,
         shipped_dir: Option<String>,
-    ) -> Result<Self, Error> {
+    ) -> Result<(), Error> {
         guard(|| {
+            if rb_self.state.get().is_some() {
+                return Err(tasker_error(ruby, "this runtime is already initialized"));
+            }
             tasker_channels_core::logging::init_logging();
             let config = load_config(ruby, environment, config_dir, shipped_dir)?;
             let bus = EventBus::start(&config);
-            Ok(NativeRuntime {
+            // Everything that can be in flight at once: the FFI buffer's events, the batches
+            // every dispatcher holds, and one per publisher waiting for room.
+            let limit = bus.ffi().capacity() + MAX_DISPATCHERS * BATCH_SIZE + 4096;
+            let state = State {
                 handle: Arc::new(BusHandle {
                     config,
                     bus: ArcSwap::new(bus),
                 }),
-            })
+                slots: SlotTable::new(ruby, limit),
+                subscribers: Subscribers::default(),
+            };
+            let _ = rb_self.state.set(state);
+            Ok(())
         })
     }
 
-    fn config(&self) -> RbConfig {
-        RbConfig(Arc::clone(&self.handle.config))
+    fn config(ruby: &Ruby, rb_self: &Self) -> Result<RbConfig, Error> {
+        Ok(RbConfig(Arc::clone(&rb_self.state(ruby)?.handle.config)))
     }
 
     fn channel(ruby: &Ruby, rb_self: &Self, name: String) -> Result<RbChannel, Error> {
         guard(|| {
-            let bus = rb_self.handle.bus();
-            bus.registry()
+            let state = rb_self.state(ruby)?;
+            state
+                .handle
+                .bus()
+                .registry()
                 .channel(&name)
                 .map_err(|unknown| Error::new(ruby.exception_arg_error(), unknown.to_string()))?;
-            Ok(RbChannel::new(Arc::clone(&rb_self.handle), name))
+            Ok(RbChannel::new(Arc::clone(&state.handle), name))
         })
     }
 
-    /// `publish(name, payload, wait_seconds)` → event id.
-    fn publish(
-        ruby: &Ruby,
-        rb_self: &Self,
-        name: Value,
-        payload: Value,
-        wait: Value,
-    ) -> Result<u64, Error> {
+    /// `publish(name, payload = {}, wait: 0)` or `publish(name, **payload)` → event id.
+    fn publish(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<u64, Error> {
         guard(|| {
+            let state = rb_self.state(ruby)?;
+            let (name, payload, wait) = publish_arguments(ruby, args)?;
             let name = event_name(ruby, name)?;
-            let wait_seconds: Option<f64> = if wait.is_nil() {
-                None
-            } else {
-                Some(f64::try_convert(wait).map_err(|_| {
-                    Error::new(
-                        ruby.exception_type_error(),
-                        format!("wait: must be a number of seconds, got {}", unsafe {
-                            wait.classname()
-                        }),
-                    )
-                })?)
+            if !payload.is_frozen() {
+                payload.freeze();
+            }
+            let bus = state.handle.current();
+            let bus_key = state.bus_key(&bus);
+            let deadline = match wait {
+                None => None,
+                Some(seconds) => deadline_from_seconds(ruby, "wait:", Some(seconds))?,
             };
-            let wait_seconds = wait_seconds.unwrap_or(0.0);
-            // Only a real wait needs the clock (and validation of the number).
-            let deadline = if wait_seconds == 0.0 {
-                None
-            } else {
-                deadline_from_seconds(ruby, "wait:", Some(wait_seconds))?
+            let Some(slot) = state.slots.hold(ruby, bus_key, name, payload.as_value()) else {
+                let ffi = bus.ffi();
+                return Err(backpressure(
+                    ruby,
+                    &format!(
+                        "{} is full: every event slot of this runtime is in use; slow down and retry",
+                        ffi.name()
+                    ),
+                    ffi.name(),
+                    ffi.capacity(),
+                    ffi.policy().as_str(),
+                ));
             };
-            let payload = event_payload(ruby, payload)?;
-            let bus = rb_self.handle.bus();
-            let event = bus
-                .prepare(name, payload, EventSource::Ruby)
-                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            publish_event(ruby, &bus, event, deadline)
+            let event = EventRef {
+                id: bus.next_id(),
+                slot,
+                published_at: SystemTime::now(),
+            };
+            let sent = publish_ref(&bus, event, deadline);
+            let refused = match sent {
+                Ok(Ok(id)) => return Ok(id),
+                Ok(Err(refused)) => send_error_to_ruby(ruby, &refused),
+                Err(interrupted) => interrupted,
+            };
+            state.slots.release(ruby, bus_key, slot);
+            Err(refused)
         })
     }
 
-    /// `next_batch(max, timeout_seconds_or_nil)` → Array of Events; [] on timeout; nil once
-    /// the bus is closed and drained.
-    fn next_batch(
+    /// `_subscribe(pattern, handler)` → subscription id.
+    fn subscribe(
         ruby: &Ruby,
         rb_self: &Self,
-        max: usize,
-        timeout: Option<f64>,
-    ) -> Result<Value, Error> {
+        pattern: Value,
+        handler: Value,
+    ) -> Result<u64, Error> {
+        let state = rb_self.state(ruby)?;
+        let Some(proc) = magnus::block::Proc::from_value(handler) else {
+            return Err(Error::new(
+                ruby.exception_type_error(),
+                format!("a handler must be a Proc, got {}", unsafe {
+                    handler.classname()
+                }),
+            ));
+        };
+        let selector = if let Some(symbol) = Symbol::from_value(pattern) {
+            parse_pattern(ruby, &symbol.name()?)?
+        } else if let Some(string) = RString::from_value(pattern) {
+            parse_pattern(ruby, &string.to_string()?)?
+        } else if pattern.is_kind_of(ruby.class_regexp()) {
+            Selector::Regexp(pattern.into())
+        } else {
+            return Err(Error::new(
+                ruby.exception_type_error(),
+                format!(
+                    "subscription pattern must be a String, Symbol or Regexp, got {}",
+                    unsafe { pattern.classname() }
+                ),
+            ));
+        };
+        let shape = Shape::for_arity(proc.arity());
+        Ok(state.subscribers.add(selector, proc.as_value(), shape))
+    }
+
+    fn unsubscribe(ruby: &Ruby, rb_self: &Self, id: u64) -> Result<bool, Error> {
+        Ok(rb_self.state(ruby)?.subscribers.remove(id))
+    }
+
+    /// `_dispatch(timeout_seconds_or_nil)`: waits up to `timeout` for one batch and delivers
+    /// it here. → number delivered, or nil once the bus is closed and drained.
+    fn dispatch(ruby: &Ruby, rb_self: Obj<Self>, timeout: Option<f64>) -> Result<Value, Error> {
         guard(|| {
+            let state = rb_self.state(ruby)?;
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
-            let bus = rb_self.handle.bus();
+            let bus = state.handle.bus();
             match waiting::receive(deadline, |deadline, interrupt| {
-                bus.next_batch(max, deadline, interrupt)
+                bus.next_batch(BATCH_SIZE, deadline, interrupt)
             })? {
-                Received::Got(events) => Ok(events_to_ruby(ruby, events)?.as_value()),
-                Received::TimedOut => Ok(ruby.ary_new().as_value()),
+                Received::Got(batch) => {
+                    let delivered =
+                        dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
+                    Ok(ruby.integer_from_u64(delivered as u64).as_value())
+                }
+                Received::TimedOut => Ok(ruby.integer_from_i64(0).as_value()),
                 Received::Closed => Ok(ruby.qnil().as_value()),
             }
         })
     }
 
-    fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
-        self.handle
-            .bus()
-            .record_delivery(delivered, handler_errors, unmatched);
+    /// `_dispatch_loop`: an auto dispatcher's life — wait without the GVL, deliver, repeat
+    /// until the bus is closed and drained.
+    fn dispatch_loop(ruby: &Ruby, rb_self: Obj<Self>) -> Result<(), Error> {
+        guard(|| {
+            let state = rb_self.state(ruby)?;
+            loop {
+                // Looked up each round: after a fork this thread serves the child's new bus.
+                let bus = state.handle.bus();
+                match waiting::receive(None, |deadline, interrupt| {
+                    bus.next_batch(BATCH_SIZE, deadline, interrupt)
+                })? {
+                    Received::Got(batch) => {
+                        dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
+                    }
+                    Received::TimedOut => {}
+                    Received::Closed => return Ok(()),
+                }
+            }
+        })
     }
 
-    fn close_intake(&self) {
-        self.handle.bus().close_intake();
+    fn close_intake(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        rb_self.state(ruby)?.handle.bus().close_intake();
+        Ok(())
     }
 
-    fn is_closed(&self) -> bool {
-        self.handle.bus().is_closed()
+    fn is_closed(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        Ok(rb_self.state(ruby)?.handle.bus().is_closed())
     }
 
-    fn is_drained(&self) -> bool {
-        self.handle.bus().is_drained()
+    fn is_drained(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        Ok(rb_self.state(ruby)?.handle.bus().is_drained())
     }
 
     fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
         guard(|| {
-            let stats = rb_self.handle.bus().registry().stats();
+            let stats = rb_self.state(ruby)?.handle.bus().registry().stats();
             let list = ruby.ary_new_capa(stats.len());
             for row in &stats {
                 list.push(stats_to_ruby(ruby, row)?)?;
@@ -229,30 +360,31 @@ impl NativeRuntime {
     }
 
     fn event_stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let stats = rb_self.handle.bus().stats();
+        let state = rb_self.state(ruby)?;
+        let stats = state.handle.bus().stats();
         let hash = ruby.hash_new();
         hash.aset(ruby.to_symbol("published"), stats.published)?;
         hash.aset(ruby.to_symbol("emitted"), stats.emitted)?;
         hash.aset(ruby.to_symbol("delivered"), stats.delivered)?;
         hash.aset(ruby.to_symbol("unmatched"), stats.unmatched)?;
         hash.aset(ruby.to_symbol("handler_errors"), stats.handler_errors)?;
+        hash.aset(ruby.to_symbol("subscriptions"), state.subscribers.len())?;
         Ok(hash)
     }
 
-    fn metrics(&self) -> String {
-        self.handle.bus().prometheus_text()
+    fn metrics(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
+        Ok(rb_self.state(ruby)?.handle.bus().prometheus_text())
     }
 
     /// Emits a Rust-sourced event through `shared.event_publisher`, as Rust code linking the
     /// core would; returns the id, or false when the publisher's policy discarded it.
     fn emit(ruby: &Ruby, rb_self: &Self, name: Value, payload: Value) -> Result<Value, Error> {
         guard(|| {
-            let name = event_name(ruby, name)?;
-            let payload = event_payload(ruby, payload)?;
-            let bus = rb_self.handle.bus();
+            let (name, payload) = rust_event(ruby, name, payload)?;
+            let bus = rb_self.state(ruby)?.handle.bus();
             if bus
                 .registry()
-                .get(tasker_channels_core::event_bus::PUBLISHER_CHANNEL)
+                .get(PUBLISHER_CHANNEL)
                 .is_some_and(|c| c.policy() == OverflowPolicy::Block)
             {
                 return Err(Error::new(
@@ -262,45 +394,217 @@ impl NativeRuntime {
             }
             match bus.emit(name, payload) {
                 Ok(id) => Ok(ruby.integer_from_u64(id).as_value()),
-                Err(tasker_channels_core::event_bus::PublishError::Dropped { .. }) => {
-                    Ok(ruby.qfalse().as_value())
-                }
-                Err(tasker_channels_core::event_bus::PublishError::InvalidName(invalid)) => {
+                Err(PublishError::Dropped { .. }) => Ok(ruby.qfalse().as_value()),
+                Err(PublishError::InvalidName(invalid)) => {
                     Err(Error::new(ruby.exception_arg_error(), invalid.to_string()))
                 }
-                Err(tasker_channels_core::event_bus::PublishError::Refused(refused)) => {
-                    Err(send_error_to_ruby(ruby, &refused))
-                }
+                Err(PublishError::Refused(refused)) => Err(send_error_to_ruby(ruby, &refused)),
             }
         })
     }
+
+    /// `_emit_from_rust(name, payload, count)`: returns at once; a task on the extension's
+    /// tokio runtime emits `count` copies, each waiting for room in `shared.event_publisher`
+    /// whatever its policy.
+    fn emit_from_rust(
+        ruby: &Ruby,
+        rb_self: &Self,
+        name: Value,
+        payload: Value,
+        count: u64,
+    ) -> Result<(), Error> {
+        guard(|| {
+            let (name, payload) = rust_event(ruby, name, payload)?;
+            validate_name(&name)
+                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
+            let bus = rb_self.state(ruby)?.handle.bus();
+            tasker_channels_core::fork::runtime_handle().spawn(async move {
+                for _ in 0..count {
+                    if bus
+                        .emit_waiting(name.clone(), payload.clone())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            Ok(())
+        })
+    }
+
+    fn slots_in_use(ruby: &Ruby, rb_self: &Self) -> Result<usize, Error> {
+        Ok(rb_self.state(ruby)?.slots.occupied())
+    }
 }
 
-fn event_name(ruby: &Ruby, name: Value) -> Result<String, Error> {
-    if let Some(symbol) = Symbol::from_value(name) {
-        return symbol
-            .name()
-            .map(|name| name.into_owned())
-            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"));
+/// Splits `publish`'s arguments: `(name)`, `(name, payload)`, either with `wait:`, or
+/// `(name, **payload)` where every keyword but `wait` is the payload.
+fn publish_arguments(ruby: &Ruby, args: &[Value]) -> Result<(Value, RHash, Option<f64>), Error> {
+    // SAFETY: called from a method body on a Ruby thread.
+    let keywords_given = unsafe { rb_sys::rb_keyword_given_p() } != 0;
+    let (positional, keywords) = match (keywords_given, args.split_last()) {
+        (true, Some((last, rest))) => (rest, RHash::from_value(*last)),
+        _ => (args, None),
+    };
+    let (name, payload) = match positional {
+        [name] => (*name, None),
+        [name, payload] => (*name, Some(*payload)),
+        _ => {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!(
+                    "wrong number of arguments (given {}, expected 1..2): publish(name, payload = {{}}, wait: 0)",
+                    positional.len()
+                ),
+            ))
+        }
+    };
+    let mut wait = None;
+    let mut fields = None;
+    if let Some(keywords) = keywords {
+        let wait_key = ruby.to_symbol("wait");
+        if let Some(seconds) = keywords.get(wait_key) {
+            wait = wait_seconds(ruby, seconds)?;
+            if keywords.len() > 1 {
+                let rest: RHash = keywords.funcall("dup", ())?;
+                rest.delete::<_, Value>(wait_key)?;
+                fields = Some(rest);
+            }
+        } else {
+            fields = Some(keywords);
+        }
     }
-    if let Some(string) = magnus::RString::from_value(name) {
-        return string
+    let payload = match (payload, fields) {
+        (Some(_), Some(fields)) => {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!(
+                    "publish takes a payload Hash or payload keywords, not both (got keywords {}; only wait: is an option)",
+                    fields.as_value().inspect()
+                ),
+            ))
+        }
+        (Some(payload), None) => RHash::from_value(payload).ok_or_else(|| {
+            Error::new(
+                ruby.exception_type_error(),
+                format!("payload must be a Hash, got {}", unsafe { payload.classname() }),
+            )
+        })?,
+        (None, Some(fields)) => fields,
+        (None, None) => ruby.hash_new(),
+    };
+    Ok((name, payload, wait))
+}
+
+/// `wait:` in seconds; 0 (or nil) means "don't wait".
+fn wait_seconds(ruby: &Ruby, wait: Value) -> Result<Option<f64>, Error> {
+    if wait.is_nil() {
+        return Ok(None);
+    }
+    let seconds = f64::try_convert(wait).map_err(|_| {
+        Error::new(
+            ruby.exception_type_error(),
+            format!("wait: must be a number of seconds, got {}", unsafe {
+                wait.classname()
+            }),
+        )
+    })?;
+    if seconds == 0.0 {
+        Ok(None)
+    } else {
+        Ok(Some(seconds))
+    }
+}
+
+/// Puts an event into `shared.ffi`. Without a deadline (and unless the channel blocks) this
+/// is one non-blocking attempt with the GVL held; otherwise it waits for room without the
+/// GVL, in slices so Ruby can deliver interrupts, until `deadline` (or the channel's own send
+/// timeout for a `block` channel, forever when it has none).
+#[inline]
+fn publish_ref(
+    bus: &EventBus,
+    event: EventRef,
+    wait_deadline: Option<Instant>,
+) -> Result<Result<u64, SendError<Message>>, Error> {
+    let ffi = bus.ffi();
+    if wait_deadline.is_none() && ffi.policy() != OverflowPolicy::Block {
+        return Ok(bus.publish_ref(event, SendWait::policy()));
+    }
+    let deadline = wait_deadline.or_else(|| ffi.send_timeout().map(|t| Instant::now() + t));
+    waiting::send(
+        ffi,
+        Message::Ref(event),
+        deadline,
+        |message, wait| match message {
+            Message::Ref(event) => bus.publish_ref(event, wait),
+            _ => unreachable!("publish only sends references"),
+        },
+    )
+}
+
+/// An event name as handlers see it: an interned frozen String (the same object for every
+/// publish of a name), checked against the naming rules.
+fn event_name(ruby: &Ruby, name: Value) -> Result<Value, Error> {
+    let string = if let Some(symbol) = Symbol::from_value(name) {
+        // SAFETY: GVL held; Symbol#name's String is frozen and interned.
+        unsafe { Value::from_raw(rb_sys::rb_sym2str(symbol.as_raw())) }
+    } else if RString::from_value(name).is_some() {
+        // SAFETY: GVL held; returns the interned frozen copy (itself when already interned).
+        unsafe { Value::from_raw(rb_sys::rb_str_to_interned_str(name.as_raw())) }
+    } else {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("event name must be a String or Symbol, got {}", unsafe {
+                name.classname()
+            }),
+        ));
+    };
+    // SAFETY: `string` is a live String on this frame; the bytes are only read here.
+    let bytes = unsafe {
+        let raw = string.as_raw();
+        let len = rb_sys::RSTRING_LEN(raw) as usize;
+        if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(rb_sys::RSTRING_PTR(raw).cast::<u8>(), len)
+        }
+    };
+    // SAFETY: GVL held; reads the String's encoding index.
+    let utf8_compatible = unsafe {
+        let index = rb_sys::rb_enc_get_index(string.as_raw());
+        index == rb_sys::rb_utf8_encindex() || index == rb_sys::rb_usascii_encindex()
+    };
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| utf8_compatible || text.is_ascii())
+        .ok_or_else(|| {
+            Error::new(
+                ruby.exception_arg_error(),
+                "event name must be a valid UTF-8 String (or ASCII in any encoding)",
+            )
+        })?;
+    validate_name(text)
+        .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
+    Ok(string)
+}
+
+/// The name and payload of an event that crosses into Rust: plain data by the payload rules.
+fn rust_event(ruby: &Ruby, name: Value, payload: Value) -> Result<(String, Payload), Error> {
+    let name: String = if let Some(symbol) = Symbol::from_value(name) {
+        symbol.name()?.into_owned()
+    } else if let Some(string) = RString::from_value(name) {
+        string
             .to_string()
-            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"));
-    }
-    Err(Error::new(
-        ruby.exception_type_error(),
-        format!("event name must be a String or Symbol, got {}", unsafe {
-            name.classname()
-        }),
-    ))
-}
-
-/// An event's payload is a Hash (SPEC §5), converted by the payload rules.
-fn event_payload(
-    ruby: &Ruby,
-    payload: Value,
-) -> Result<tasker_channels_core::payload::Payload, Error> {
+            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"))?
+    } else {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("event name must be a String or Symbol, got {}", unsafe {
+                name.classname()
+            }),
+        ));
+    };
     if RHash::from_value(payload).is_none() {
         return Err(Error::new(
             ruby.exception_type_error(),
@@ -309,36 +613,16 @@ fn event_payload(
             }),
         ));
     }
-    payload_conversion::from_ruby(ruby, payload, "payload")
+    Ok((
+        name,
+        payload_conversion::from_ruby(ruby, payload, "payload")?,
+    ))
 }
 
-/// Puts an event into `shared.ffi`. Without `wait` (and unless the channel blocks) this is
-/// one non-blocking attempt with the GVL held; otherwise it waits for room without the GVL,
-/// in slices so Ruby can deliver interrupts, until `deadline` (or the channel's own send
-/// timeout for a `block` channel, forever when it has none).
-fn publish_event(
-    ruby: &Ruby,
-    bus: &EventBus,
-    event: Event,
-    wait_deadline: Option<Instant>,
-) -> Result<u64, Error> {
-    let ffi = bus.ffi();
-    if wait_deadline.is_none() && ffi.policy() != OverflowPolicy::Block {
-        return bus
-            .publish_prepared(event, SendWait::policy())
-            .map_err(|refused| send_error_to_ruby(ruby, &refused));
-    }
-    let deadline = wait_deadline.or_else(|| ffi.send_timeout().map(|t| Instant::now() + t));
-    let sent = waiting::send(
-        ffi,
-        Message::Event(Box::new(event)),
-        deadline,
-        |message, wait| match message {
-            Message::Event(event) => bus.publish_prepared(*event, wait),
-            Message::Value(_) => unreachable!("publish only sends events"),
-        },
-    )?;
-    sent.map_err(|refused| send_error_to_ruby(ruby, &refused))
+fn parse_pattern(ruby: &Ruby, pattern: &str) -> Result<Selector, Error> {
+    Pattern::parse(pattern)
+        .map(Selector::Pattern)
+        .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))
 }
 
 /// Backpressure for a full channel, ClosedError for a closed one.
@@ -360,62 +644,6 @@ pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
             closed_error(ruby, format!("send to {} was interrupted", channel.name))
         }
     }
-}
-
-fn events_to_ruby(ruby: &Ruby, events: Vec<Event>) -> Result<RArray, Error> {
-    let class = ruby.get_inner(&EVENT_CLASS);
-    let ivars = EVENT_IVARS.map(|name| ruby.intern(name));
-    let ruby_source = ruby.to_symbol("ruby");
-    let rust_source = ruby.to_symbol("rust");
-    let list = ruby.ary_new_capa(events.len());
-    for event in events {
-        let payload = payload_conversion::to_ruby(ruby, &event.payload);
-        let name = ruby.str_new(&event.name);
-        name.freeze();
-        let source = match event.source {
-            EventSource::Ruby => ruby_source,
-            EventSource::Rust => rust_source,
-        };
-        let published_at = epoch_nanos(ruby, event.published_at);
-        let id = ruby.integer_from_u64(event.id).as_value();
-        list.push(build_event(
-            class,
-            &ivars,
-            [
-                id,
-                name.as_value(),
-                payload,
-                source.as_value(),
-                published_at,
-            ],
-        ))?;
-    }
-    Ok(list)
-}
-
-const EVENT_IVARS: [&str; 5] = ["@id", "@name", "@payload", "@source", "@published_at_ns"];
-
-/// A frozen `Tasker::Channels::Event` with its five readers' ivars set directly: the same
-/// object `Event.new` builds, without a Ruby method call per event on the dispatch path.
-fn build_event(class: RClass, ivars: &[magnus::value::Id; 5], values: [Value; 5]) -> Value {
-    use magnus::rb_sys::{AsRawId, AsRawValue, FromRawValue};
-    // SAFETY: GVL held; `class` is the Event class (a plain Ruby class), every value is live
-    // on this stack frame, and the object is frozen only after its ivars are set.
-    unsafe {
-        let object = rb_sys::rb_obj_alloc(class.as_raw());
-        for (ivar, value) in ivars.iter().zip(values) {
-            rb_sys::rb_ivar_set(object, ivar.as_raw(), value.as_raw());
-        }
-        rb_sys::rb_obj_freeze(object);
-        Value::from_raw(object)
-    }
-}
-
-/// Nanoseconds since the epoch, as `Event#published_at` expects.
-fn epoch_nanos(ruby: &Ruby, at: SystemTime) -> Value {
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    ruby.integer_from_u64(since_epoch.as_nanos() as u64)
-        .as_value()
 }
 
 fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {

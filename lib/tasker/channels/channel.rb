@@ -7,6 +7,9 @@ module Tasker
     class Channel
       # Waits (without the GVL) for a value; nil on timeout, or when closed and empty.
       def pop(timeout: nil)
+        raise TypeError, "timeout: must be a number of seconds or nil, got #{timeout.inspect}" unless
+          timeout.nil? || timeout.is_a?(Numeric)
+
         _pop(timeout)
       end
 

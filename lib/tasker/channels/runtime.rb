@@ -4,14 +4,20 @@ module Tasker
   module Channels
     # Owns one set of channels built from one configuration, and the event bus over them.
     #
-    # Ruby publishes into `shared.ffi`; the Rust side forwards events through
-    # `worker.in_process_events` to dispatcher threads that wait in Rust without the GVL and
-    # run the matching handlers here, in Ruby.
+    # The class is defined by the extension, which implements `publish`, `stats`, `metrics`,
+    # `closed?`, `emit` and the private `_`-prefixed primitives used below; this file adds
+    # the Ruby-facing lifecycle.
+    #
+    # Ruby publishes into `shared.ffi`: the payload stays a Ruby object, kept by reference in a
+    # table the runtime owns, and dispatcher threads take events from `shared.ffi` directly.
+    # Events the Rust side emits arrive through `worker.in_process_events`. Dispatchers wait in
+    # Rust without the GVL and call the matching handlers on their own Ruby thread.
     class Runtime
-      # How many events one dispatcher wake-up hands to Ruby at most.
-      BATCH_SIZE = 256
       DISPATCH_MODES = %i[auto manual].freeze
+      # The most dispatcher threads one runtime runs.
+      MAX_DISPATCHERS = 64
 
+      # The subscriptions currently active, in the order they were made.
       attr_reader :dispatch_mode, :subscriptions
 
       def initialize(environment: nil, config_dir: nil, dispatch: :auto)
@@ -19,17 +25,14 @@ module Tasker
           raise ArgumentError, "dispatch: must be one of #{DISPATCH_MODES.inspect}, got #{dispatch.inspect}"
         end
 
+        _setup(*Config.native_arguments(environment: environment, config_dir: config_dir))
         @dispatch_mode = dispatch
-        @native = NativeRuntime.new(*Config.native_arguments(environment: environment, config_dir: config_dir))
         @lock = Mutex.new
         @subscriptions = [].freeze
         @dispatchers = []
         @dispatcher_count = 0
+        @dispatcher_restarts = 0
         @error_handler = method(:warn_handler_error)
-      end
-
-      def config
-        @native.config
       end
 
       def environment
@@ -42,22 +45,18 @@ module Tasker
           raise TypeError, "channel name must be a String or Symbol, got #{name.inspect}"
         end
 
-        @native.channel(name.to_s)
+        _channel(name.to_s)
       end
 
-      # Puts an event into `shared.ffi` and returns its id. When the buffer is full it waits up
-      # to `wait` seconds for room (without the GVL), then raises Tasker::Backpressure.
-      def publish(name, payload = {}, wait: 0)
-        # The hot path: straight to the extension, which rebuilds itself after a fork.
-        @native.publish(name, payload, wait)
-      end
-
-      # Runs `handler` for every event whose name matches `pattern` (see Subscription).
-      # The first subscription starts a dispatcher thread unless dispatch: :manual.
+      # Runs `handler` for every event whose name matches `pattern` (see Subscription). A block
+      # with one parameter receives a frozen Event; a block with two receives `(name, payload)`
+      # and costs no allocation per event. The first subscription starts a dispatcher thread
+      # unless dispatch: :manual.
       def subscribe(pattern, &handler)
         raise ArgumentError, "subscribe needs a block" unless handler
 
-        subscription = Subscription.new(pattern, handler, method(:remove_subscription))
+        id = _subscribe(pattern, handler)
+        subscription = Subscription.new(pattern, id, self)
         @lock.synchronize { @subscriptions = (@subscriptions + [subscription]).freeze }
         start(threads: 1) if @dispatch_mode == :auto && dispatchers.zero?
         subscription
@@ -71,13 +70,20 @@ module Tasker
         self
       end
 
-      # Runs `threads` more dispatcher threads. One thread keeps per-publisher order.
+      # Runs `threads` more dispatcher threads (at most MAX_DISPATCHERS in all). One thread
+      # keeps per-publisher order.
       def start(threads: 1)
         unless threads.is_a?(Integer) && threads.positive?
           raise ArgumentError, "threads: must be a positive Integer, got #{threads.inspect}"
         end
 
         @lock.synchronize do
+          live = @dispatchers.count(&:alive?)
+          if live + threads > MAX_DISPATCHERS
+            raise ArgumentError,
+                  "threads: #{threads} more would make #{live + threads} dispatchers; at most #{MAX_DISPATCHERS}"
+          end
+
           threads.times { @dispatchers << spawn_dispatcher }
           @dispatcher_count = @dispatchers.size
         end
@@ -88,8 +94,10 @@ module Tasker
       # Manual mode: waits up to `timeout` seconds (nil: until an event or shutdown) for events
       # and runs their handlers on this thread. Returns how many events reached a handler.
       def dispatch(timeout: 0)
-        batch = @native.next_batch(BATCH_SIZE, timeout)
-        batch ? deliver(batch) : 0
+        raise TypeError, "timeout: must be a number of seconds or nil, got #{timeout.inspect}" unless
+          timeout.nil? || timeout.is_a?(Numeric)
+
+        _dispatch(timeout) || 0
       end
 
       # Stops accepting events (publish raises Tasker::ClosedError, waiting publishers are woken
@@ -97,33 +105,21 @@ module Tasker
       # when everything was delivered within `timeout` seconds.
       def shutdown(timeout: 5)
         deadline = monotonic_now + checked_timeout(timeout)
-        @native.close_intake
+        _close_intake
         threads = @lock.synchronize { @dispatchers.dup }
         if threads.any?(&:alive?)
           threads.each { |thread| thread.join([deadline - monotonic_now, 0].max) }
         else
           drain_until(deadline)
         end
-        finished = @native.drained? && threads.none?(&:alive?)
+        finished = _drained? && threads.none?(&:alive?)
         @lock.synchronize { @dispatchers.select!(&:alive?) }
         Channels.untrack(self) if finished
         finished
       end
 
-      def closed?
-        @native.closed?
-      end
-
-      def stats
-        @native.stats
-      end
-
       def event_stats
-        @native.event_stats.merge(subscriptions: @subscriptions.size, dispatchers: dispatchers)
-      end
-
-      def metrics
-        @native.metrics
+        _event_stats.merge(dispatchers: dispatchers, dispatcher_restarts: @dispatcher_restarts)
       end
 
       def dispatchers
@@ -144,61 +140,56 @@ module Tasker
         start(threads: count) if count.positive?
       end
 
+      # @api private: called by Subscription#unsubscribe.
+      def remove_subscription(subscription)
+        removed = _unsubscribe(subscription.id)
+        @lock.synchronize { @subscriptions = @subscriptions.reject { |s| s.equal?(subscription) }.freeze }
+        removed
+      end
+
       private
 
       def spawn_dispatcher
         Thread.new do
           Thread.current.name = "tasker-dispatch"
-          Thread.current.report_on_exception = true
-          dispatch_loop
+          run_dispatcher
         end
       end
 
-      def dispatch_loop
-        while (batch = @native.next_batch(BATCH_SIZE, nil))
-          deliver(batch)
+      # A dispatcher that unwinds (killed, or a handler called `exit` or raised a signal) has
+      # already handed its undelivered events back; a replacement takes over from there.
+      def run_dispatcher
+        finished = false
+        _dispatch_loop
+        finished = true
+      ensure
+        replace_dispatcher(Thread.current) unless finished
+      end
+
+      def replace_dispatcher(dead)
+        return if Channels.exiting?
+
+        @lock.synchronize do
+          index = @dispatchers.index(dead)
+          next unless index
+
+          @dispatcher_restarts += 1
+          @dispatchers[index] = spawn_dispatcher
         end
+      rescue ThreadError
+        # The VM is tearing threads down: nothing can run a replacement now.
+        nil
       end
 
       def drain_until(deadline)
         loop do
           remaining = deadline - monotonic_now
           break if remaining <= 0
-
-          batch = @native.next_batch(BATCH_SIZE, [remaining, 0.1].min)
-          break if batch.nil?
-
-          deliver(batch)
+          break if _dispatch([remaining, 0.1].min).nil?
         end
       end
 
-      def deliver(batch)
-        subscriptions = @subscriptions
-        failures = 0
-        unmatched = 0
-        batch.each do |event|
-          matched = false
-          subscriptions.each do |subscription|
-            next unless subscription.active? && subscription.match?(event.name)
-
-            matched = true
-            failures += 1 unless run_handler(subscription, event)
-          end
-          unmatched += 1 unless matched
-        end
-        delivered = batch.size - unmatched
-        @native.record_delivery(delivered, failures, unmatched)
-        delivered
-      end
-
-      def run_handler(subscription, event)
-        subscription.call(event)
-        true
-      rescue StandardError => e
-        report_handler_error(e, event)
-        false
-      end
-
+      # Called by the dispatch loop for a handler that raised.
       def report_handler_error(error, event)
         @error_handler.call(error, event)
       rescue StandardError => e
@@ -207,10 +198,6 @@ module Tasker
 
       def warn_handler_error(error, event)
         warn "tasker_channels: handler for #{event.name} (event #{event.id}) raised #{error.class}: #{error.message}"
-      end
-
-      def remove_subscription(subscription)
-        @lock.synchronize { @subscriptions = @subscriptions.reject { |s| s.equal?(subscription) }.freeze }
       end
 
       def checked_timeout(timeout)

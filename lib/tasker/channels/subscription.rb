@@ -4,25 +4,18 @@ module Tasker
   module Channels
     # A handler subscribed to event names matching a pattern. `unsubscribe` removes this
     # subscription only, whatever other subscriptions share its pattern.
+    #
+    # Patterns: an exact name (compared as a string), a glob where `*` is one dot-separated
+    # segment and `**` is one or more (so "**" alone matches everything), or a Regexp. The
+    # runtime matches them in Rust and remembers the answer per event name.
     class Subscription
-      attr_reader :pattern
+      attr_reader :pattern, :id
 
-      # `pattern`: an exact name, a glob where `*` is one dot-separated segment and `**`
-      # is any number of segments (so "**" alone matches everything), or a Regexp.
-      def initialize(pattern, handler, on_unsubscribe)
+      def initialize(pattern, id, runtime)
         @pattern = pattern
-        @matcher = self.class.matcher_for(pattern)
-        @handler = handler
-        @on_unsubscribe = on_unsubscribe
+        @id = id
+        @runtime = runtime
         @active = true
-      end
-
-      def match?(name)
-        @matcher.match?(name)
-      end
-
-      def call(event)
-        @handler.call(event)
       end
 
       def active?
@@ -34,54 +27,12 @@ module Tasker
         return false unless @active
 
         @active = false
-        @on_unsubscribe.call(self)
+        @runtime.remove_subscription(self)
         true
       end
 
       def inspect
         "#<#{self.class.name} #{pattern.inspect}#{' (unsubscribed)' unless active?}>"
-      end
-
-      def self.matcher_for(pattern)
-        case pattern
-        when Regexp then pattern
-        when String, Symbol
-          name = pattern.to_s
-          regexp = glob_to_regexp(name) # validates the pattern either way
-          # An exact name compares as a string: cheaper than a Regexp on every event.
-          name.include?("*") ? regexp : ExactName.new(name)
-        else
-          raise TypeError, "subscription pattern must be a String, Symbol or Regexp, got #{pattern.class}"
-        end
-      end
-
-      # Matches one event name exactly.
-      ExactName = Struct.new(:name) do
-        def match?(candidate)
-          name == candidate
-        end
-      end
-
-      def self.glob_to_regexp(glob)
-        raise ArgumentError, "subscription pattern must not be empty" if glob.empty?
-
-        segments = glob.split(".", -1)
-        raise ArgumentError, "subscription pattern #{glob.inspect} has an empty segment" if segments.any?(&:empty?)
-
-        body = segments.map do |segment|
-          case segment
-          when "**" then "(?:[^.]+(?:\\.[^.]+)*)"
-          when "*" then "[^.]+"
-          else
-            if segment.include?("*")
-              raise ArgumentError,
-                    "subscription pattern #{glob.inspect}: `*` must be a whole segment (\"a.*\", \"**\")"
-            end
-
-            Regexp.escape(segment)
-          end
-        end
-        Regexp.new("\\A#{body.join('\\.')}\\z")
       end
     end
   end

@@ -1,0 +1,212 @@
+//! The dispatch loop's delivery step: a batch taken from the bus, run through the matching
+//! handlers on this Ruby thread.
+//!
+//! Owns turning each message into what handlers get (`(name, payload)` straight from the
+//! slot table, or an `Event` built at most once, only when a one-parameter handler wants
+//! it), calling every handler under `rb_protect`, sending handler failures to the runtime's
+//! error handler, counting the outcome, and — when something unwinds the thread (a kill, a
+//! `throw`, `exit`, a signal) — handing the rest of the batch back to the bus, in order,
+//! before letting the unwind continue. It must never lose a taken event, never keep a slot
+//! after its event was delivered, and never call a handler of a stale subscription table.
+
+use std::sync::Arc;
+
+use magnus::rb_sys::{AsRawValue, FromRawValue};
+use magnus::{prelude::*, Error, Ruby, Value};
+use tasker_channels_core::event::{EventSource, Message};
+use tasker_channels_core::event_bus::EventBus;
+
+use crate::event_object::{self, EventFields};
+use crate::payload_conversion;
+use crate::runtime::State;
+use crate::subscribers::{List, Shape};
+
+#[derive(Default)]
+struct Counts {
+    delivered: u64,
+    unmatched: u64,
+    handler_errors: u64,
+}
+
+/// Delivers `batch` (taken from `bus`); returns how many events reached a handler. On an
+/// unwind the undelivered rest goes back to the bus and the unwind is returned.
+pub fn deliver(
+    ruby: &Ruby,
+    state: &State,
+    runtime: Value,
+    bus: &EventBus,
+    batch: Vec<Message>,
+) -> Result<usize, Error> {
+    let bus_key = state.bus_key(bus);
+    let mut counts = Counts::default();
+    let mut list = state.subscribers.load();
+    let mut messages = batch.into_iter();
+    let mut outcome = Ok(());
+    for message in messages.by_ref() {
+        outcome = deliver_one(
+            ruby,
+            state,
+            runtime,
+            bus_key,
+            &mut list,
+            message,
+            &mut counts,
+        );
+        if outcome.is_err() {
+            break;
+        }
+    }
+    bus.record_delivery(counts.delivered, counts.handler_errors, counts.unmatched);
+    match outcome {
+        Ok(()) => Ok(counts.delivered as usize),
+        Err(unwind) => {
+            bus.give_back(messages);
+            Err(unwind)
+        }
+    }
+}
+
+/// One event through its handlers. Its slot is released whatever happens: an event whose
+/// handlers started is never delivered twice.
+fn deliver_one(
+    ruby: &Ruby,
+    state: &State,
+    runtime: Value,
+    bus_key: usize,
+    list: &mut Arc<List>,
+    message: Message,
+    counts: &mut Counts,
+) -> Result<(), Error> {
+    let (fields, slot) = match message {
+        Message::Ref(held) => {
+            let (name, payload) = state.slots.get(ruby, held.slot);
+            let fields = EventFields {
+                id: held.id,
+                name,
+                payload,
+                source: EventSource::Ruby,
+                published_at: held.published_at,
+            };
+            (fields, Some(held.slot))
+        }
+        Message::Event(event) => {
+            let fields = EventFields {
+                id: event.id,
+                name: event_object::interned_name(&event.name),
+                payload: payload_conversion::to_ruby(ruby, &event.payload),
+                source: event.source,
+                published_at: event.published_at,
+            };
+            (fields, None)
+        }
+        // Only events are written to the dispatch side.
+        Message::Value(_) => return Ok(()),
+    };
+    let outcome = run_handlers(ruby, state, runtime, list, &fields, counts);
+    if let Some(slot) = slot {
+        state.slots.release(ruby, bus_key, slot);
+    }
+    outcome
+}
+
+fn run_handlers(
+    ruby: &Ruby,
+    state: &State,
+    runtime: Value,
+    list: &mut Arc<List>,
+    fields: &EventFields,
+    counts: &mut Counts,
+) -> Result<(), Error> {
+    let subscribers = &state.subscribers;
+    if !subscribers.is_current(list) {
+        *list = subscribers.load();
+    }
+    let mut matches = subscribers.matching(ruby, list, fields.name, 0)?;
+    if matches.is_empty() {
+        counts.unmatched += 1;
+        return Ok(());
+    }
+    counts.delivered += 1;
+    let mut event: Option<Value> = None;
+    let mut next = 0;
+    let mut last_called = 0;
+    while next < matches.len() {
+        let entry = &list.entries[matches[next] as usize];
+        let argument = match entry.shape {
+            Shape::Event => Some(*event.get_or_insert_with(|| event_object::build(ruby, fields))),
+            Shape::NameAndPayload => None,
+        };
+        // Building the Event may have run the GC, and a handler may have subscribed or
+        // unsubscribed: a stale table's handlers are no longer marked, so re-match the rest
+        // against the current one.
+        if !subscribers.is_current(list) {
+            *list = subscribers.load();
+            matches = subscribers.matching(ruby, list, fields.name, last_called)?;
+            next = 0;
+            continue;
+        }
+        let handler = ruby.get_inner(entry.handler);
+        last_called = entry.id;
+        next += 1;
+        let called = match argument {
+            Some(event) => call(handler, &[event]),
+            None => call(handler, &[fields.name, fields.payload]),
+        };
+        if let Err(error) = called {
+            if !is_handler_failure(ruby, &error) {
+                return Err(error);
+            }
+            counts.handler_errors += 1;
+            let event = *event.get_or_insert_with(|| event_object::build(ruby, fields));
+            report(ruby, runtime, error, event)?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls a Proc under `rb_protect`, so a raise or throw comes back as an `Err` here instead
+/// of jumping over this frame.
+#[inline]
+fn call(handler: Value, arguments: &[Value]) -> Result<Value, Error> {
+    let raw: [rb_sys::VALUE; 2] = [
+        arguments[0].as_raw(),
+        arguments.get(1).map_or(rb_sys::Qnil as _, |v| v.as_raw()),
+    ];
+    magnus::rb_sys::protect(|| {
+        // SAFETY: GVL held; `handler` is a Proc (checked at subscribe) kept alive by the
+        // current subscription table, and the arguments are live on this stack frame.
+        unsafe {
+            rb_sys::rb_proc_call_with_block(
+                handler.as_raw(),
+                arguments.len() as _,
+                raw.as_ptr(),
+                rb_sys::Qnil as _,
+            )
+        }
+    })
+    // SAFETY: the VALUE returned by a successful call is a live Ruby object.
+    .map(|raw| unsafe { Value::from_raw(raw) })
+}
+
+/// A handler failure goes to the error handler and dispatch goes on; everything else is the
+/// thread being stopped — killed, thrown out of, exited, signalled — and must unwind.
+fn is_handler_failure(ruby: &Ruby, error: &Error) -> bool {
+    let Some(exception) = error.value() else {
+        return false;
+    };
+    let stops_the_thread = [ruby.exception_signal(), ruby.exception_system_exit()]
+        .iter()
+        .any(|class| exception.is_kind_of(*class));
+    !stops_the_thread
+}
+
+/// Hands a handler failure to the runtime's error handler (Ruby's `report_handler_error`,
+/// which already shields itself from a failing `on_error` block).
+fn report(ruby: &Ruby, runtime: Value, error: Error, event: Value) -> Result<(), Error> {
+    let exception = error.value().unwrap_or_else(|| ruby.qnil().as_value());
+    match runtime.funcall::<_, _, Value>("report_handler_error", (exception, event)) {
+        Ok(_) => Ok(()),
+        Err(failure) if is_handler_failure(ruby, &failure) => Ok(()),
+        Err(unwind) => Err(unwind),
+    }
+}

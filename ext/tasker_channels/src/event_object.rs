@@ -1,0 +1,95 @@
+//! Ruby values for events on the dispatch side: `Tasker::Channels::Event` objects, event
+//! names and sources.
+//!
+//! Owns building them cheaply — an Event is a frozen Struct filled in place (no `initialize`
+//! call, no instance-variable chain), names are interned frozen strings, sources are static
+//! symbols — and it must only run with the GVL held.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use magnus::rb_sys::{AsRawValue, FromRawValue};
+use magnus::{prelude::*, value::Lazy, RClass, RModule, Ruby, Value};
+use rb_sys::VALUE;
+use tasker_channels_core::event::EventSource;
+
+static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
+    let channels: RModule = ruby
+        .class_object()
+        .const_get::<_, RModule>("Tasker")
+        .and_then(|tasker| tasker.const_get("Channels"))
+        .expect("Tasker::Channels is defined at load time");
+    channels
+        .const_get("Event")
+        .expect("Tasker::Channels::Event is defined by lib/tasker/channels/event.rb")
+});
+
+/// The fields of an Event, in the Struct's member order.
+pub struct EventFields {
+    pub id: u64,
+    pub name: Value,
+    pub payload: Value,
+    pub source: EventSource,
+    pub published_at: SystemTime,
+}
+
+/// A frozen `Tasker::Channels::Event`.
+pub fn build(ruby: &Ruby, fields: &EventFields) -> Value {
+    let class = ruby.get_inner(&EVENT_CLASS);
+    let values = [
+        ruby.integer_from_u64(fields.id).as_value(),
+        fields.name,
+        fields.payload,
+        source_symbol(fields.source),
+        epoch_nanos(ruby, fields.published_at),
+    ];
+    // SAFETY: GVL held; `class` is a Struct class with these five members (event.rb), every
+    // value is live on this stack frame, and the object is frozen only once filled.
+    unsafe {
+        let event = rb_sys::rb_struct_alloc_noinit(class.as_raw());
+        for (index, value) in values.iter().enumerate() {
+            rb_sys::rb_struct_aset(event, rb_sys::LONG2FIX(index as _), value.as_raw());
+        }
+        rb_sys::rb_obj_freeze(event);
+        Value::from_raw(event)
+    }
+}
+
+/// `:ruby` or `:rust`: static symbols, made once (they are never freed or moved).
+pub fn source_symbol(source: EventSource) -> Value {
+    static SYMBOLS: OnceLock<[VALUE; 2]> = OnceLock::new();
+    let symbols = SYMBOLS.get_or_init(|| {
+        [EventSource::Ruby, EventSource::Rust].map(|source| {
+            let name = source.as_str();
+            // SAFETY: GVL held; a short, non-empty literal.
+            unsafe { rb_sys::rb_id2sym(rb_sys::rb_intern2(name.as_ptr().cast(), name.len() as _)) }
+        })
+    });
+    let raw = match source {
+        EventSource::Ruby => symbols[0],
+        EventSource::Rust => symbols[1],
+    };
+    // SAFETY: a static symbol is an immediate value, valid for the life of the process.
+    unsafe { Value::from_raw(raw) }
+}
+
+/// An interned, frozen UTF-8 String for an event name: the same object for the same name,
+/// so building one allocates nothing once the name has been seen.
+pub fn interned_name(name: &str) -> Value {
+    debug_assert!(!name.is_empty(), "event names are never empty");
+    // SAFETY: GVL held; `name` is a valid, non-empty UTF-8 buffer for the call.
+    unsafe {
+        Value::from_raw(rb_sys::rb_enc_interned_str(
+            name.as_ptr().cast(),
+            name.len() as _,
+            rb_sys::rb_utf8_encoding(),
+        ))
+    }
+}
+
+/// Nanoseconds since the epoch, as `Event#published_at` expects (a Fixnum until 2116).
+fn epoch_nanos(ruby: &Ruby, at: SystemTime) -> Value {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    ruby.integer_from_u64(since_epoch.as_nanos() as u64)
+        .as_value()
+}

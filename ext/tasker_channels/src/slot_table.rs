@@ -1,0 +1,122 @@
+//! The slot table: where Ruby-published events wait, by reference, while their index
+//! crosses the bus.
+//!
+//! Owns a Ruby Array holding `[name, payload]` pairs (slot `i` at `2i` and `2i + 1`) and the
+//! free list of slot indices. The runtime's mark function pins the Array, and the Array marks
+//! (and lets compaction move) the names and payloads itself, so the only thing that travels
+//! through Rust channels is a `u32`. It must never be touched without the GVL, never hold
+//! more slots than its limit, and never keep a slot after its event was delivered, refused
+//! or left behind by a fork.
+
+use magnus::{gc, prelude::*, value::Opaque, RArray, Ruby, Value};
+
+use crate::gvl_cell::GvlCell;
+
+pub struct SlotTable {
+    array: Opaque<RArray>,
+    state: GvlCell<Slots>,
+}
+
+struct Slots {
+    /// Indices below `allocated` that are free, most recently freed last (reused first, so
+    /// the table stays as small as the occupancy it has seen).
+    free: Vec<u32>,
+    allocated: u32,
+    limit: u32,
+    /// Identifies the bus the held events were published into; a different bus (a forked
+    /// child's) means every slot belongs to events this process will never deliver.
+    bus: usize,
+}
+
+impl SlotTable {
+    /// A table that never holds more than `limit` events. The Array starts empty and grows
+    /// with occupancy.
+    pub fn new(ruby: &Ruby, limit: usize) -> Self {
+        SlotTable {
+            array: ruby.ary_new().into(),
+            state: GvlCell::new(Slots {
+                free: Vec::new(),
+                allocated: 0,
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                bus: 0,
+            }),
+        }
+    }
+
+    pub fn mark(&self, marker: &gc::Marker) {
+        marker.mark(self.array);
+    }
+
+    /// Keeps `name` and `payload` and returns their slot, or `None` when the table is at its
+    /// limit. `bus` identifies the bus the event goes into (see [`Slots::bus`]).
+    #[inline]
+    pub fn hold(&self, ruby: &Ruby, bus: usize, name: Value, payload: Value) -> Option<u32> {
+        let array = ruby.get_inner(self.array);
+        let slot = self.state.with(|slots| {
+            if slots.bus != bus {
+                // Only a fork changes the bus: the parent's events stay in the parent.
+                slots.free.clear();
+                slots.allocated = 0;
+                slots.bus = bus;
+                return Err(true);
+            }
+            match slots.free.pop() {
+                Some(slot) => Ok(slot),
+                None if slots.allocated < slots.limit => {
+                    slots.allocated += 1;
+                    Ok(slots.allocated - 1)
+                }
+                None => Err(false),
+            }
+        });
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(true) => {
+                // Outside the cell: clearing the Array is a Ruby call.
+                array.clear().ok()?;
+                return self.hold(ruby, bus, name, payload);
+            }
+            Err(false) => return None,
+        };
+        let at = 2 * slot as isize;
+        // Payload first, so the Array grows once when a new slot is appended.
+        array.store(at + 1, payload).ok()?;
+        array.store(at, name).ok()?;
+        Some(slot)
+    }
+
+    /// The name and payload in `slot`.
+    #[inline]
+    pub fn get(&self, ruby: &Ruby, slot: u32) -> (Value, Value) {
+        let array = ruby.get_inner(self.array);
+        let at = 2 * slot as isize;
+        (
+            array.entry(at).unwrap_or_else(|_| ruby.qnil().as_value()),
+            array
+                .entry(at + 1)
+                .unwrap_or_else(|_| ruby.qnil().as_value()),
+        )
+    }
+
+    /// Lets go of `slot`'s name and payload and makes it free for the next event.
+    #[inline]
+    pub fn release(&self, ruby: &Ruby, bus: usize, slot: u32) {
+        let array = ruby.get_inner(self.array);
+        let at = 2 * slot as isize;
+        let nil = ruby.qnil();
+        let _ = array.store(at, nil);
+        let _ = array.store(at + 1, nil);
+        self.state.with(|slots| {
+            // A slot of a bus from before a fork was already dropped with the rest.
+            if slots.bus == bus && slot < slots.allocated {
+                slots.free.push(slot);
+            }
+        });
+    }
+
+    /// How many slots hold an event right now.
+    pub fn occupied(&self) -> usize {
+        self.state
+            .with(|slots| slots.allocated as usize - slots.free.len())
+    }
+}

@@ -1,0 +1,28 @@
+# frozen_string_literal: true
+
+module Tasker
+  module Channels
+    # Helpers for specs and benchmarks. The extension adds `panic!` (a Rust panic that must
+    # arrive as Tasker::Error) and `noop` (the cheapest native call, a benchmark baseline).
+    module Testing
+      module_function
+
+      # Returns at once; a Rust task then emits `count` events named `name` with `payload`
+      # (plain data, converted once), each waiting for room in `shared.event_publisher`
+      # whatever its policy, as a Rust producer that must not lose events would.
+      def emit_from_rust(runtime, name, payload = {}, count: 1)
+        raise ArgumentError, "count: must be a non-negative Integer, got #{count.inspect}" unless
+          count.is_a?(Integer) && !count.negative?
+
+        runtime.__send__(:_emit_from_rust, name, payload, count)
+        nil
+      end
+
+      # How many events `runtime` holds by reference right now: published and not yet
+      # delivered (or left behind by a fork). Zero once everything was delivered.
+      def slots_in_use(runtime)
+        runtime.__send__(:_slots_in_use)
+      end
+    end
+  end
+end
