@@ -357,7 +357,7 @@ RSpec.describe "Bad input catalogue" do
 
     it "refuses a bad dispatch: mode with ArgumentError" do
       [:automatic, "manual", nil].each do |mode|
-        expect_refused(runtime, seen, ArgumentError, /dispatch: must be one of \[:auto, :manual\]/) do
+        expect_refused(runtime, seen, ArgumentError, /dispatch: must be one of \[:auto, :manual, :inline\]/) do
           Tasker::Channels::Runtime.new(environment: "test", dispatch: mode)
         end
       end

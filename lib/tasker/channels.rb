@@ -7,6 +7,7 @@ require_relative "channels/subscription"
 require_relative "channels/runtime"
 require_relative "channels/fork_hook"
 require_relative "channels/testing"
+require_relative "channels/exit_hook"
 
 module Tasker
   # Bounded, monitored channels and the in-process event bus of a Tasker worker.
@@ -25,11 +26,34 @@ module Tasker
     @dispatching_lock = Mutex.new
     @dispatching = {}.compare_by_identity
     @exiting = false
+    @exited = false
+    @exit_timeout = nil
 
     class << self
       # The process's default runtime (environment and config dir from the environment).
+      # After the gem's exit hook has run there is none to build: Tasker::ClosedError.
       def runtime
-        @default_runtime || @default_lock.synchronize { @default_runtime ||= Runtime.new }
+        @default_runtime || @default_lock.synchronize do
+          raise ClosedError, "the process is exiting: the default runtime was shut down" if @exited
+
+          @default_runtime ||= Runtime.new
+        end
+      end
+
+      # How long the exit hook lets runtimes deliver what they accepted, in seconds:
+      # TASKER_EXIT_TIMEOUT, else 5.
+      def exit_timeout
+        @exit_timeout || Float(ENV.fetch("TASKER_EXIT_TIMEOUT", 5))
+      rescue ArgumentError
+        raise ArgumentError, "TASKER_EXIT_TIMEOUT must be a number of seconds, got #{ENV.fetch('TASKER_EXIT_TIMEOUT')}"
+      end
+
+      def exit_timeout=(seconds)
+        unless seconds.is_a?(Numeric) && seconds.to_f.finite? && seconds >= 0
+          raise ArgumentError, "exit_timeout must be a finite number of seconds >= 0, got #{seconds.inspect}"
+        end
+
+        @exit_timeout = seconds
       end
 
       def publish(name, payload = nil, wait: 0, **fields)
@@ -87,6 +111,16 @@ module Tasker
         @exiting = true
       end
 
+      # @api private: after the exit hook, nothing builds a default runtime any more.
+      def exited!
+        @exited = true
+      end
+
+      # @api private: the runtimes whose dispatchers run.
+      def dispatching_runtimes
+        @dispatching_lock.synchronize { @dispatching.keys }
+      end
+
       # @api private: `runtime` has dispatcher threads to restart after a fork.
       def track(runtime)
         @dispatching_lock.synchronize { @dispatching[runtime] = true }
@@ -108,7 +142,4 @@ module Tasker
   end
 end
 
-at_exit do
-  Tasker::Channels.exiting!
-  Tasker::Channels.shutdown
-end
+at_exit { Tasker::Channels::ExitHook.run }

@@ -62,6 +62,13 @@ pub struct EventStats {
     pub unmatched: u64,
     /// Subscriber calls that raised.
     pub handler_errors: u64,
+    /// Accepted Rust events that `worker.in_process_events`' own policy discarded on the way
+    /// to the dispatchers: they will never be delivered. (Ruby events are never discarded.)
+    pub undelivered_dropped: u64,
+    /// Accepted and not yet delivered: queued on the bus, or taken by a dispatcher that has
+    /// not finished with it. `published + emitted == delivered + unmatched +
+    /// undelivered_dropped + pending` whenever no event is moving.
+    pub pending: u64,
 }
 
 #[derive(Default)]
@@ -71,6 +78,9 @@ struct Counters {
     delivered: AtomicU64,
     unmatched: AtomicU64,
     handler_errors: AtomicU64,
+    undelivered_dropped: AtomicU64,
+    /// Taken by dispatchers and not yet recorded as delivered, unmatched or given back.
+    in_flight: AtomicU64,
 }
 
 /// What the monitor hook needs: ids, the publisher channel (weakly, to avoid a cycle through
@@ -208,7 +218,7 @@ impl EventBus {
     /// Creates every configured channel and starts the forwarder of Rust events on the
     /// process's tokio runtime.
     pub fn start(config: &Config) -> Arc<Self> {
-        let ids = Arc::new(AtomicU64::new(0));
+        let ids = Arc::new(AtomicU64::new(first_id_base()));
         let counters = Arc::new(Counters::default());
         let notices = Arc::new(NoticeState {
             ids: Arc::clone(&ids),
@@ -249,6 +259,7 @@ impl EventBus {
             bus.publisher.clone(),
             bus.in_process.clone(),
             Arc::clone(&bus.dispatch),
+            Arc::clone(&bus.counters),
             Arc::clone(&bus.forwarder_running),
         ));
         bus
@@ -414,7 +425,7 @@ impl EventBus {
             notified.as_mut().enable();
             let taken = self.take_ready(batch, max);
             if taken > 0 {
-                if self.has_pending() {
+                if self.has_queued() {
                     // More than one batch is waiting: let another dispatcher take the next.
                     self.dispatch.doorbell.notify_one();
                 }
@@ -451,6 +462,16 @@ impl EventBus {
     }
 
     fn take_ready(&self, batch: &mut Vec<Message>, max: usize) -> usize {
+        let taken = self.take_queued(batch, max);
+        if taken > 0 {
+            self.counters
+                .in_flight
+                .fetch_add(taken as u64, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    fn take_queued(&self, batch: &mut Vec<Message>, max: usize) -> usize {
         let mut taken = 0;
         if self.dispatch.returned_len.load(Ordering::Acquire) > 0 {
             let mut returned = lock(&self.dispatch.returned);
@@ -479,7 +500,7 @@ impl EventBus {
         taken
     }
 
-    fn has_pending(&self) -> bool {
+    fn has_queued(&self) -> bool {
         self.dispatch.returned_len.load(Ordering::Acquire) > 0
             || !self.ffi.is_empty()
             || !self.in_process.is_empty()
@@ -487,16 +508,19 @@ impl EventBus {
 
     /// Closed, and nothing accepted is left to take.
     fn dispatch_side_finished(&self) -> bool {
-        self.ffi.is_closed() && self.in_process.is_closed() && !self.has_pending()
+        self.ffi.is_closed() && self.in_process.is_closed() && !self.has_queued()
     }
 
     /// Puts events a dispatcher took but could not deliver (it unwound mid-batch) back at
     /// the front of the dispatch side, in their order, for the next dispatcher.
     pub fn give_back(&self, undelivered: impl DoubleEndedIterator<Item = Message>) {
         let mut returned = lock(&self.dispatch.returned);
+        let mut count = 0;
         for message in undelivered.rev() {
             returned.push_front(message);
+            count += 1;
         }
+        self.counters.in_flight.fetch_sub(count, Ordering::Relaxed);
         self.dispatch
             .returned_len
             .store(returned.len(), Ordering::Release);
@@ -504,8 +528,11 @@ impl EventBus {
         self.dispatch.doorbell.notify_one();
     }
 
-    /// Records what the dispatch side did with a batch.
+    /// Records what the dispatch side did with (part of) a batch it took.
     pub fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
+        self.counters
+            .in_flight
+            .fetch_sub(delivered + unmatched, Ordering::Relaxed);
         self.counters
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
@@ -550,7 +577,18 @@ impl EventBus {
             delivered: c.delivered.load(Ordering::Relaxed),
             unmatched: c.unmatched.load(Ordering::Relaxed),
             handler_errors: c.handler_errors.load(Ordering::Relaxed),
+            undelivered_dropped: c.undelivered_dropped.load(Ordering::Relaxed),
+            pending: self.pending(),
         }
+    }
+
+    /// Accepted events not yet delivered: queued anywhere on the bus or held by a dispatcher.
+    pub fn pending(&self) -> u64 {
+        let queued = self.ffi.len()
+            + self.publisher.len()
+            + self.in_process.len()
+            + self.dispatch.returned_len.load(Ordering::Acquire);
+        queued as u64 + self.counters.in_flight.load(Ordering::Relaxed)
     }
 
     /// Prometheus text for every channel, then the bus counters.
@@ -585,7 +623,30 @@ impl EventBus {
             "kind",
             &[("handler", stats.handler_errors)],
         );
+        counter(
+            "tasker_events_undelivered_total",
+            "Accepted events that will never be delivered, by reason.",
+            "reason",
+            &[("dropped", stats.undelivered_dropped)],
+        );
+        out.family(
+            "tasker_events_pending",
+            MetricKind::Gauge,
+            "Accepted events not yet delivered.",
+        );
+        out.sample_u64("tasker_events_pending", &[], stats.pending);
         out.into_string()
+    }
+}
+
+/// Where a bus's event ids start: 0 in the process that loaded the crate; in a forked child
+/// the child's pid in the upper half, so ids stay unique across parent and children.
+fn first_id_base() -> u64 {
+    if fork::generation() == 0 {
+        0
+    } else {
+        // SAFETY: getpid has no preconditions.
+        u64::from(unsafe { libc::getpid() }.unsigned_abs()) << 32
     }
 }
 
@@ -620,14 +681,19 @@ async fn forward_rust_events(
     from: MonitoredChannel<Message>,
     to: MonitoredChannel<Message>,
     dispatch: Arc<DispatchSide>,
+    counters: Arc<Counters>,
     running: Arc<AtomicBool>,
 ) {
     while let Ok(batch) = from.recv_batch_async(FORWARD_BATCH).await {
         for message in batch {
             // Refusals are counted by the channel (dropped/rejected) and reported by the
-            // monitor; `Closed` cannot happen before this forwarder has finished.
-            if let Ok(SendOutcome::Sent) = to.send_async(message).await {
-                dispatch.doorbell.notify_one();
+            // monitor, and by the bus as undelivered; `Closed` cannot happen before this
+            // forwarder has finished.
+            match to.send_async(message).await {
+                Ok(SendOutcome::Sent) => dispatch.doorbell.notify_one(),
+                Ok(SendOutcome::Dropped) | Err(_) => {
+                    counters.undelivered_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         linger(&from).await;

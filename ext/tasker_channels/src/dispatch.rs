@@ -41,43 +41,49 @@ pub fn deliver(
     let mut counts = Counts::default();
     let mut list = state.subscribers.load();
     let mut messages = batch.into_iter();
-    let mut outcome = Ok(());
-    for message in messages.by_ref() {
-        outcome = deliver_one(
+    while let Some(message) = messages.next() {
+        let outcome = deliver_one(
             ruby,
             state,
             runtime,
             bus_key,
             &mut list,
-            message,
+            &message,
             &mut counts,
         );
-        if outcome.is_err() {
-            break;
+        if let Err(Unwind { error, started }) = outcome {
+            bus.record_delivery(counts.delivered, counts.handler_errors, counts.unmatched);
+            if started {
+                bus.give_back(messages);
+            } else {
+                bus.give_back(std::iter::once(message).chain(messages));
+            }
+            return Err(error);
         }
     }
     bus.record_delivery(counts.delivered, counts.handler_errors, counts.unmatched);
-    match outcome {
-        Ok(()) => Ok(counts.delivered as usize),
-        Err(unwind) => {
-            bus.give_back(messages);
-            Err(unwind)
-        }
-    }
+    Ok(counts.delivered as usize)
 }
 
-/// One event through its handlers. Its slot is released whatever happens: an event whose
-/// handlers started is never delivered twice.
+/// What stopped a delivery: the thread is unwinding. `started` says whether the event had
+/// reached a handler (then it counts as delivered and is not handed back).
+struct Unwind {
+    error: Error,
+    started: bool,
+}
+
+/// One event through its handlers. Once its handlers started its slot is released whatever
+/// happens: an event is never delivered twice.
 fn deliver_one(
     ruby: &Ruby,
     state: &State,
     runtime: Value,
     bus_key: usize,
     list: &mut Arc<List>,
-    message: Message,
+    message: &Message,
     counts: &mut Counts,
-) -> Result<(), Error> {
-    let (fields, slot) = match message {
+) -> Result<(), Unwind> {
+    let (fields, slot) = match *message {
         Message::Ref(held) => {
             let (name, payload) = state.slots.get(ruby, held.slot);
             let fields = EventFields {
@@ -89,7 +95,7 @@ fn deliver_one(
             };
             (fields, Some(held.slot))
         }
-        Message::Event(event) => {
+        Message::Event(ref event) => {
             let fields = EventFields {
                 id: event.id,
                 name: event_object::interned_name(&event.name),
@@ -100,10 +106,14 @@ fn deliver_one(
             (fields, None)
         }
         // Only events are written to the dispatch side.
-        Message::Value(_) => return Ok(()),
+        Message::Value(_) => {
+            counts.unmatched += 1;
+            return Ok(());
+        }
     };
     let outcome = run_handlers(ruby, state, runtime, list, &fields, counts);
-    if let Some(slot) = slot {
+    let started = !matches!(outcome, Err(Unwind { started: false, .. }));
+    if let (true, Some(slot)) = (started, slot) {
         state.slots.release(ruby, bus_key, slot);
     }
     outcome
@@ -116,12 +126,23 @@ fn run_handlers(
     list: &mut Arc<List>,
     fields: &EventFields,
     counts: &mut Counts,
-) -> Result<(), Error> {
+) -> Result<(), Unwind> {
     let subscribers = &state.subscribers;
     if !subscribers.is_current(list) {
         *list = subscribers.load();
     }
-    let mut matches = subscribers.matching(ruby, list, fields.name, 0)?;
+    let unwind = |error| Unwind {
+        error,
+        started: true,
+    };
+    // Nothing has run yet: an unwind here (an interrupt during a Regexp match) hands this
+    // event back too.
+    let mut matches = subscribers
+        .matching(ruby, list, fields.name, 0)
+        .map_err(|error| Unwind {
+            error,
+            started: false,
+        })?;
     if matches.is_empty() {
         counts.unmatched += 1;
         return Ok(());
@@ -141,7 +162,9 @@ fn run_handlers(
         // against the current one.
         if !subscribers.is_current(list) {
             *list = subscribers.load();
-            matches = subscribers.matching(ruby, list, fields.name, last_called)?;
+            matches = subscribers
+                .matching(ruby, list, fields.name, last_called)
+                .map_err(unwind)?;
             next = 0;
             continue;
         }
@@ -154,11 +177,11 @@ fn run_handlers(
         };
         if let Err(error) = called {
             if !is_handler_failure(ruby, &error) {
-                return Err(error);
+                return Err(unwind(error));
             }
             counts.handler_errors += 1;
             let event = *event.get_or_insert_with(|| event_object::build(ruby, fields));
-            report(ruby, runtime, error, event)?;
+            report(ruby, runtime, error, event).map_err(unwind)?;
         }
     }
     Ok(())

@@ -6,14 +6,15 @@
 //! and rebuilding the bus on first use in a forked child. It must never put a Ruby object
 //! into the bus, never wait while holding the GVL, and never block in `Drop`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{
-    gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RArray, RHash, RModule,
-    RString, Ruby, Symbol, TypedData, Value,
+    function, gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RArray, RHash,
+    RModule, RString, Ruby, Symbol, TypedData, Value,
 };
 use tasker_channels_core::channel::{MonitoredChannel, SendError, SendErrorKind, SendWait};
 use tasker_channels_core::config::Config;
@@ -100,11 +101,27 @@ impl Drop for BusHandle {
     }
 }
 
+/// Every runtime's bus handle while it lives, for the report at exit. Pruned of the dead on
+/// each insert, so it holds at most as many entries as there are live runtimes.
+static LIVE_HANDLES: Mutex<Vec<Weak<BusHandle>>> = Mutex::new(Vec::new());
+
+fn register_live(handle: &Arc<BusHandle>) {
+    let mut live = LIVE_HANDLES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    live.retain(|weak| weak.strong_count() > 0);
+    live.push(Arc::downgrade(handle));
+}
+
 /// What a set-up runtime holds.
 pub struct State {
     handle: Arc<BusHandle>,
     pub slots: SlotTable,
     pub subscribers: Subscribers,
+    /// The bus `publish` last used: a different one means this process is a fork child
+    /// that went through no Ruby fork hook (`Process.daemon`), whose dispatchers must be
+    /// restarted.
+    last_bus: AtomicUsize,
 }
 
 impl State {
@@ -149,6 +166,7 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     class.define_method("emit", method!(Runtime::emit, 2))?;
     class.define_private_method("_emit_from_rust", method!(Runtime::emit_from_rust, 3))?;
     class.define_private_method("_slots_in_use", method!(Runtime::slots_in_use, 0))?;
+    class.define_singleton_method("_pending_everywhere", function!(pending_everywhere, 0))?;
     Ok(())
 }
 
@@ -180,13 +198,17 @@ impl Runtime {
             // Everything that can be in flight at once: the FFI buffer's events, the batches
             // every dispatcher holds, and one per publisher waiting for room.
             let limit = bus.ffi().capacity() + MAX_DISPATCHERS * BATCH_SIZE + 4096;
+            let first_bus = Arc::as_ptr(&bus) as usize;
+            let handle = Arc::new(BusHandle {
+                config,
+                bus: ArcSwap::new(bus),
+            });
+            register_live(&handle);
             let state = State {
-                handle: Arc::new(BusHandle {
-                    config,
-                    bus: ArcSwap::new(bus),
-                }),
+                handle,
                 slots: SlotTable::new(ruby, limit),
                 subscribers: Subscribers::default(),
+                last_bus: AtomicUsize::new(first_bus),
             };
             let _ = rb_self.state.set(state);
             Ok(())
@@ -211,7 +233,7 @@ impl Runtime {
     }
 
     /// `publish(name, payload = {}, wait: 0)` or `publish(name, **payload)` → event id.
-    fn publish(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<u64, Error> {
+    fn publish(ruby: &Ruby, rb_self: Obj<Self>, args: &[Value]) -> Result<u64, Error> {
         guard(|| {
             let state = rb_self.state(ruby)?;
             let (name, payload, wait) = publish_arguments(ruby, args)?;
@@ -221,6 +243,10 @@ impl Runtime {
             }
             let bus = state.handle.current();
             let bus_key = state.bus_key(&bus);
+            if state.last_bus.swap(bus_key, Ordering::Relaxed) != bus_key {
+                // A forked child no Ruby hook told about: restart what the parent ran here.
+                let _: Value = rb_self.funcall("after_fork_in_child", ())?;
+            }
             let deadline = match wait {
                 None => None,
                 Some(seconds) => deadline_from_seconds(ruby, "wait:", Some(seconds))?,
@@ -368,6 +394,11 @@ impl Runtime {
         hash.aset(ruby.to_symbol("delivered"), stats.delivered)?;
         hash.aset(ruby.to_symbol("unmatched"), stats.unmatched)?;
         hash.aset(ruby.to_symbol("handler_errors"), stats.handler_errors)?;
+        hash.aset(ruby.to_symbol("undelivered"), stats.undelivered_dropped)?;
+        let reasons = ruby.hash_new();
+        reasons.aset(ruby.to_symbol("dropped"), stats.undelivered_dropped)?;
+        hash.aset(ruby.to_symbol("undelivered_by_reason"), reasons)?;
+        hash.aset(ruby.to_symbol("pending"), stats.pending)?;
         hash.aset(ruby.to_symbol("subscriptions"), state.subscribers.len())?;
         Ok(hash)
     }
@@ -436,6 +467,26 @@ impl Runtime {
     fn slots_in_use(ruby: &Ruby, rb_self: &Self) -> Result<usize, Error> {
         Ok(rb_self.state(ruby)?.slots.occupied())
     }
+}
+
+/// `Runtime._pending_everywhere` → `[[environment, pending], ...]` for every live runtime of
+/// this process still holding accepted, undelivered events: what the exit report names.
+fn pending_everywhere(ruby: &Ruby) -> Result<RArray, Error> {
+    let handles: Vec<Arc<BusHandle>> = LIVE_HANDLES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let report = ruby.ary_new();
+    for handle in handles {
+        let bus = handle.bus.load();
+        let pending = if bus.is_stale() { 0 } else { bus.pending() };
+        if pending > 0 {
+            report.push((handle.config.environment().to_owned(), pending))?;
+        }
+    }
+    Ok(report)
 }
 
 /// Splits `publish`'s arguments: `(name)`, `(name, payload)`, either with `wait:`, or

@@ -13,7 +13,7 @@ module Tasker
     # Events the Rust side emits arrive through `worker.in_process_events`. Dispatchers wait in
     # Rust without the GVL and call the matching handlers on their own Ruby thread.
     class Runtime
-      DISPATCH_MODES = %i[auto manual].freeze
+      DISPATCH_MODES = %i[auto manual inline].freeze
       # The most dispatcher threads one runtime runs.
       MAX_DISPATCHERS = 64
 
@@ -32,7 +32,38 @@ module Tasker
         @dispatchers = []
         @dispatcher_count = 0
         @dispatcher_restarts = 0
+        @pid = Process.pid
         @error_handler = method(:warn_handler_error)
+        singleton_class.prepend(InlineDispatch) if dispatch == :inline
+      end
+
+      # `dispatch: :inline` (for specs): `publish` runs the matching handlers on the caller's
+      # thread before it returns. Rust-emitted events are delivered at the next publish or
+      # drain. A publish from inside a handler is delivered once that handler returns.
+      module InlineDispatch
+        def publish(...)
+          id = super
+          deliver_inline
+          id
+        end
+
+        def drain(timeout: 1)
+          deliver_inline
+          super
+        end
+
+        private
+
+        def deliver_inline
+          return if Thread.current[:tasker_channels_inline_dispatch]
+
+          Thread.current[:tasker_channels_inline_dispatch] = true
+          begin
+            nil while (_dispatch(0) || 0).positive?
+          ensure
+            Thread.current[:tasker_channels_inline_dispatch] = false
+          end
+        end
       end
 
       def environment
@@ -91,6 +122,27 @@ module Tasker
         self
       end
 
+      # Waits until every event accepted before the call has been delivered (or found no
+      # subscriber), dispatching on this thread in manual and inline mode. Returns false when
+      # `timeout` seconds pass first, or when some of them can never be delivered.
+      def drain(timeout: 1)
+        deadline = monotonic_now + checked_timeout(timeout)
+        stats = _event_stats
+        target = stats[:published] + stats[:emitted]
+        loop do
+          stats = _event_stats
+          done = stats[:delivered] + stats[:unmatched]
+          return true if done >= target - stats[:undelivered]
+          return false if monotonic_now >= deadline
+
+          if @dispatch_mode == :auto
+            sleep 0.001
+          elsif _dispatch([deadline - monotonic_now, 0.01].max.clamp(0, 0.05)).nil?
+            return false
+          end
+        end
+      end
+
       # Manual mode: waits up to `timeout` seconds (nil: until an event or shutdown) for events
       # and runs their handlers on this thread. Returns how many events reached a handler.
       def dispatch(timeout: 0)
@@ -103,19 +155,17 @@ module Tasker
       # Stops accepting events (publish raises Tasker::ClosedError, waiting publishers are woken
       # with it), delivers everything already accepted, and joins the dispatchers. Returns true
       # when everything was delivered within `timeout` seconds.
+      #
+      # From a signal trap or from one of this runtime's handlers it cannot wait (Ruby refuses
+      # to join threads there, and a handler cannot wait for itself): it stops accepting,
+      # leaves the dispatchers to deliver the rest and finish, and returns false at once.
       def shutdown(timeout: 5)
         deadline = monotonic_now + checked_timeout(timeout)
         _close_intake
-        threads = @lock.synchronize { @dispatchers.dup }
-        if threads.any?(&:alive?)
-          threads.each { |thread| thread.join([deadline - monotonic_now, 0].max) }
-        else
-          drain_until(deadline)
-        end
-        finished = _drained? && threads.none?(&:alive?)
-        @lock.synchronize { @dispatchers.select!(&:alive?) }
-        Channels.untrack(self) if finished
-        finished
+        threads = dispatcher_threads
+        return _drained? if threads.nil? || threads.include?(Thread.current)
+
+        finish_shutdown(threads, deadline)
       end
 
       def event_stats
@@ -133,6 +183,9 @@ module Tasker
       # Called in a forked child by the Process._fork hook: the parent's dispatcher threads do
       # not exist here. The native side rebuilds its channels by itself on first use.
       def after_fork_in_child
+        return if @pid == Process.pid
+
+        @pid = Process.pid
         @lock = Mutex.new
         @dispatchers = []
         count = @dispatcher_count
@@ -178,6 +231,33 @@ module Tasker
         end
       rescue ThreadError
         # The VM is tearing threads down: nothing can run a replacement now.
+        nil
+      end
+
+      def finish_shutdown(threads, deadline)
+        if threads.any?(&:alive?)
+          threads.each { |thread| wait_for(thread, deadline) }
+        else
+          drain_until(deadline)
+        end
+        finished = _drained? && threads.none?(&:alive?)
+        @lock.synchronize { @dispatchers.select!(&:alive?) }
+        Channels.untrack(self) if finished
+        finished
+      end
+
+      # The dispatcher threads, or nil where a Mutex cannot be taken (a signal trap).
+      def dispatcher_threads
+        @lock.synchronize { @dispatchers.dup }
+      rescue ThreadError
+        nil
+      end
+
+      # Joins `thread` until `deadline`. A dispatcher that died of an exception (a handler's
+      # `exit`, a signal) was already replaced; its exception is not shutdown's to re-raise.
+      def wait_for(thread, deadline)
+        thread.join([deadline - monotonic_now, 0].max)
+      rescue Exception # rubocop:disable Lint/RescueException
         nil
       end
 

@@ -18,6 +18,13 @@ module Tasker
         nil
       end
 
+      # Waits until everything `runtime` accepted so far has been delivered (dispatching on
+      # this thread for manual and inline runtimes); true when it was, false when `timeout`
+      # seconds passed first. Specs call this instead of sleeping.
+      def drain(runtime, timeout: 1)
+        runtime.drain(timeout: timeout)
+      end
+
       # How many events `runtime` holds by reference right now: published and not yet
       # delivered (or left behind by a fork). Zero once everything was delivered.
       def slots_in_use(runtime)
