@@ -269,7 +269,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
         Payload::Bool(false) => ruby.qfalse().as_value(),
         Payload::Int(i) => ruby.integer_from_i64(*i).as_value(),
         Payload::Float(f) => ruby.float_from_f64(*f).as_value(),
-        Payload::String(s) => frozen_string(ruby, s).as_value(),
+        Payload::String(s) => frozen_string(s),
         Payload::Symbol(s) => utf8_symbol(s),
         Payload::Array(items) => {
             let array = ruby.ary_new_capa(items.len());
@@ -285,7 +285,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
             for (key, value) in entries {
                 let key = match key {
                     Key::Symbol(name) => utf8_symbol(name),
-                    Key::String(name) => frozen_string(ruby, name).as_value(),
+                    Key::String(name) => frozen_string(name),
                 };
                 let _ = hash.aset(key, to_ruby(ruby, value));
             }
@@ -299,19 +299,31 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
 /// first build a throwaway String for every key of every delivered payload.
 fn utf8_symbol(name: &str) -> Value {
     use magnus::rb_sys::FromRawValue;
-    // SAFETY: GVL held; the bytes are valid UTF-8 (a Rust str) and live for the call.
+    let (ptr, len) = c_text(name);
+    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
     unsafe {
-        let id = rb_sys::rb_intern3(
-            name.as_ptr().cast(),
-            name.len() as std::os::raw::c_long,
-            rb_sys::rb_utf8_encoding(),
-        );
+        let id = rb_sys::rb_intern3(ptr, len, rb_sys::rb_utf8_encoding());
         Value::from_raw(rb_sys::rb_id2sym(id))
     }
 }
 
-fn frozen_string(ruby: &Ruby, s: &str) -> RString {
-    let string = ruby.str_new(s);
-    string.freeze();
-    string
+fn frozen_string(s: &str) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    let (ptr, len) = c_text(s);
+    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
+    unsafe { Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_utf8_str_new(ptr, len))) }
+}
+
+/// `text` as the (pointer, length) pair Ruby's C API takes. An empty Rust string's pointer is
+/// dangling (0x1), and some of Ruby's functions read through the pointer even for length 0
+/// (`rb_intern3` did, and crashed on `:""`), so empty text is passed as a real, static byte.
+fn c_text(text: &str) -> (*const std::os::raw::c_char, std::os::raw::c_long) {
+    static EMPTY: [u8; 1] = [0];
+    let ptr = if text.is_empty() {
+        EMPTY.as_ptr()
+    } else {
+        text.as_ptr()
+    };
+    // Ruby takes lengths as C longs, as its own Strings store them.
+    (ptr.cast(), text.len() as std::os::raw::c_long)
 }
