@@ -50,4 +50,62 @@ RSpec.describe "Payload safety" do
       expect(run_isolated(script)).to eq(["ok\n", 0])
     end
   end
+
+  # Regression: Symbols rebuilt on delivery were static (rb_intern3), never freed: 200,000
+  # events with fresh keys left 400,000 more Symbols and 78 MB behind.
+  describe "Symbols rebuilt from Rust data" do
+    let(:rounds) { 50 }
+    let(:per_round) { 1000 }
+    let(:channel) { channel_runtime({ name => { capacity: per_round } }).channel(name) }
+
+    def symbol_count
+      GC.start
+      Symbol.all_symbols.size
+    end
+
+    def fresh_pairs(salt, round)
+      Array.new(per_round) { |i| [:"key_#{salt}_#{round}_#{i}", :"value_#{salt}_#{round}_#{i}"] }
+    end
+
+    def expect_names(popped, salt, round)
+      expect(popped.map { |hash| hash.first.map(&:class) }).to all(eq([Symbol, Symbol]))
+      expect(popped.map { |hash| hash.first.map(&:to_s) }).to eq(fresh_pairs(salt, round).map { |pair| pair.map(&:to_s) })
+    end
+
+    it "reuses the Symbols the sender still holds, without pinning them, so they are collected later" do
+      salt = rand(1 << 30)
+      before = symbol_count
+      rounds.times do |round|
+        held = fresh_pairs(salt, round)
+        held.each { |key, value| channel.push({ key => value }) }
+        popped = Array.new(per_round) { channel.pop(timeout: 5) }
+
+        expect(popped.zip(held).all? { |hash, (key, value)| hash.first[0].equal?(key) && hash.first[1].equal?(value) })
+          .to be(true)
+      end
+
+      expect(symbol_count - before).to be < (rounds * per_round / 10)
+    end
+
+    it "makes collectable Symbols for keys nobody holds any more, with the right names" do
+      salt = rand(1 << 30)
+      before = symbol_count
+      rounds.times do |round|
+        fresh_pairs(salt, round).each { |key, value| channel.push({ key => value }) }
+        # The sender's Symbols are collected before the pops, so delivery must create them.
+        GC.start
+        expect_names(Array.new(per_round) { channel.pop(timeout: 5) }, salt, round)
+      end
+
+      expect(symbol_count - before).to be < (rounds * per_round / 10)
+    end
+
+    it "hands back the very Symbol that exists already" do
+      expect(channel.push({ step_id: :completed })).to be(true)
+      popped = channel.pop(timeout: 5)
+
+      expect(popped.keys.first).to equal(:step_id)
+      expect(popped[:step_id]).to equal(:completed)
+    end
+  end
 end

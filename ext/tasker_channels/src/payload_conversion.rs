@@ -295,15 +295,23 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
     }
 }
 
-/// The Symbol for UTF-8 text, looked up in Ruby's symbol table directly: `to_symbol` would
-/// first build a throwaway String for every key of every delivered payload.
+/// The Symbol for UTF-8 text. Symbols made from payload data must stay collectable:
+/// `rb_intern3` would make a static symbol, never freed (one per fresh key, forever), and
+/// `rb_check_id` would pin an existing dynamic one the same way. So an existing Symbol is
+/// looked up without creating or pinning anything, and a missing one is made dynamic, as
+/// `String#to_sym` makes it, without a Ruby method call.
 fn utf8_symbol(name: &str) -> Value {
     use magnus::rb_sys::FromRawValue;
     let (ptr, len) = c_text(name);
-    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
+    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call, so
+    // neither call raises (they raise only for text broken in its encoding).
     unsafe {
-        let id = rb_sys::rb_intern3(ptr, len, rb_sys::rb_utf8_encoding());
-        Value::from_raw(rb_sys::rb_id2sym(id))
+        let utf8 = rb_sys::rb_utf8_encoding();
+        let existing = rb_sys::rb_check_symbol_cstr(ptr, len, utf8);
+        if existing != rb_sys::Qnil as rb_sys::VALUE {
+            return Value::from_raw(existing);
+        }
+        Value::from_raw(rb_sys::rb_str_intern(rb_sys::rb_utf8_str_new(ptr, len)))
     }
 }
 
