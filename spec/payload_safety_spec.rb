@@ -51,6 +51,18 @@ RSpec.describe "Payload safety" do
     end
   end
 
+  describe "Symbols with NUL bytes" do
+    let(:channel) { channel_runtime({ name => { capacity: 8 } }).channel(name) }
+
+    # Regression: a static Symbol's name was read as a C string, so :"a\0b" arrived as :a.
+    it "keep every byte of their names, as values and as keys" do
+      value = { :"k\0ey" => [:"a\0b", "a\0b".to_sym, :"\0"], "s\0" => :"x\0" }
+      channel.push(value)
+
+      expect(channel.pop(timeout: 5)).to eq(value)
+    end
+  end
+
   # Regression: Symbols rebuilt on delivery were static (rb_intern3), never freed: 200,000
   # events with fresh keys left 400,000 more Symbols and 78 MB behind.
   describe "Symbols rebuilt from Rust data" do

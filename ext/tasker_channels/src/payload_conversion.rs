@@ -93,12 +93,9 @@ fn convert(
         });
     }
     if let Some(symbol) = Symbol::from_value(value) {
-        return symbol
-            .name()
-            .map(|name| Payload::Symbol(name.into_owned()))
-            .map_err(|_| {
-                Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8")
-            });
+        return symbol_text(symbol)
+            .map(Payload::Symbol)
+            .ok_or_else(|| Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8"));
     }
     let array = RArray::from_value(value);
     let hash = RHash::from_value(value);
@@ -236,15 +233,12 @@ unsafe extern "C" fn convert_hash_entry(
 
 fn convert_key(key: Value) -> Result<Key, Problem> {
     if let Some(symbol) = Symbol::from_value(key) {
-        return symbol
-            .name()
-            .map(|name| Key::Symbol(name.into_owned()))
-            .map_err(|_| {
-                Problem::new(
-                    ProblemKind::Argument,
-                    "has a Symbol key that is not valid UTF-8",
-                )
-            });
+        return symbol_text(symbol).map(Key::Symbol).ok_or_else(|| {
+            Problem::new(
+                ProblemKind::Argument,
+                "has a Symbol key that is not valid UTF-8",
+            )
+        });
     }
     if let Some(string) = RString::from_value(key) {
         return string.to_string().map(Key::String).map_err(|_| {
@@ -259,6 +253,16 @@ fn convert_key(key: Value) -> Result<Key, Problem> {
         ProblemKind::Type,
         format!("has a {class} key; hash keys must be Strings or Symbols"),
     ))
+}
+
+/// A Symbol's name as UTF-8 text, NUL bytes included: the name String itself, never the
+/// C string a static Symbol's ID also has, which ends at the first NUL (`:"a\0b"` read as
+/// `:a`). Reading it creates nothing and pins nothing.
+fn symbol_text(symbol: Symbol) -> Option<String> {
+    use magnus::rb_sys::FromRawValue;
+    // SAFETY: GVL held; rb_sym2str returns the Symbol's own frozen name.
+    let name = unsafe { Value::from_raw(rb_sys::rb_sym2str(symbol.as_raw())) };
+    RString::from_value(name).and_then(|name| name.to_string().ok())
 }
 
 /// Builds a deep-frozen Ruby value from a payload.
