@@ -63,6 +63,59 @@ RSpec.describe "Payload safety" do
     end
   end
 
+  describe "String encodings and Hash keys" do
+    let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
+    let(:channel) { runtime.channel(name) }
+
+    def expect_refused(value, error_class, message)
+      expect { channel.push(value) }.to raise_error(error_class, message)
+      expect(channel.size).to eq(0)
+      expect(channel_stats(runtime, name)).to include(sent: 0, rejected: 0)
+    end
+
+    it "accepts binary-labelled Strings and Symbols holding valid UTF-8, and hands them back as UTF-8" do
+      popped = (channel.push({ "caf\xC3\xA9".b => ["\xE6\x97\xA5\xE6\x9C\xAC".b, "plain".b] }) && channel.pop(timeout: 5))
+
+      expect(popped).to eq({ "café" => %w[日本 plain] })
+      expect([popped.keys.first.encoding, popped["café"].first.encoding]).to eq([Encoding::UTF_8, Encoding::UTF_8])
+      expect(channel.push("caf\xC3\xA9".b.to_sym) && channel.pop(timeout: 5)).to equal(:café)
+    end
+
+    it "still refuses binary Strings that are not valid UTF-8, naming the path" do
+      expect_refused({ blob: [1, "\xC3\x28".b] }, ArgumentError, /\Avalue\[:blob\]\[1\] is a String that is not valid UTF-8/)
+      expect_refused({ "\xFF\xFE".b => 1 }, ArgumentError, /\Avalue has a String key that is not valid UTF-8/)
+    end
+
+    it "refuses a compare_by_identity Hash with two equal String keys instead of merging them" do
+      by_identity = {}.compare_by_identity
+      by_identity[+"id"] = 1
+      by_identity[+"id"] = 2
+
+      expect_refused({ outer: [by_identity] }, ArgumentError,
+                     /\Avalue\[:outer\]\[0\] has the key "id" twice \(a compare_by_identity Hash\)/)
+      large = {}.compare_by_identity
+      40.times { |i| large["k#{i}"] = i }
+      large[+"k7"] = :again
+      expect_refused(large, ArgumentError, /\Avalue has the key "k7" twice/)
+    end
+
+    it "refuses two keys that are the same text in different encodings" do
+      expect_refused({ "é" => 1, "é".encode(Encoding::ISO_8859_1) => 2 }, ArgumentError,
+                     /\Avalue has two keys that are both "é" as UTF-8 text/)
+      expect_refused({ "caf\xC3\xA9".b.to_sym => 1, :café => 2 }, ArgumentError, /both :café/)
+    end
+
+    it "accepts a compare_by_identity Hash whose keys are distinct, and many keys at once" do
+      by_identity = {}.compare_by_identity
+      by_identity["a"] = 1
+      by_identity[:a] = 2
+      many = Array.new(100) { |i| ["k#{i}", i] }.to_h
+
+      expect([channel.push(by_identity), channel.push(many)]).to eq([true, true])
+      expect([channel.pop(timeout: 5), channel.pop(timeout: 5)]).to eq([{ "a" => 1, a: 2 }, many])
+    end
+  end
+
   # Regression: Symbols rebuilt on delivery were static (rb_intern3), never freed: 200,000
   # events with fresh keys left 400,000 more Symbols and 78 MB behind.
   describe "Symbols rebuilt from Rust data" do

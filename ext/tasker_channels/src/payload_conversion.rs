@@ -7,7 +7,8 @@
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{
-    value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol, Value,
+    prelude::*, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
+    Value,
 };
 use tasker_channels_core::payload::{Key, Payload, MAX_DEPTH};
 
@@ -85,17 +86,22 @@ fn convert(
         return Ok(Payload::Float(float.to_f64()));
     }
     if let Some(string) = RString::from_value(value) {
-        return string.to_string().map(Payload::String).map_err(|_| {
-            Problem::new(
-                ProblemKind::Argument,
-                "is a String that is not valid UTF-8 (payload strings must be UTF-8 text)",
-            )
-        });
+        return string_text(ruby, string)
+            .map(Payload::String)
+            .ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::Argument,
+                    "is a String that is not valid UTF-8 (payload strings must be UTF-8 text; \
+                     encode binary data, e.g. as Base64)",
+                )
+            });
     }
     if let Some(symbol) = Symbol::from_value(value) {
-        return symbol_text(symbol)
+        return symbol_text(ruby, symbol)
             .map(Payload::Symbol)
-            .ok_or_else(|| Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8"));
+            .ok_or_else(|| {
+                Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8")
+            });
     }
     let array = RArray::from_value(value);
     let hash = RHash::from_value(value);
@@ -175,10 +181,50 @@ fn convert_hash(
             &mut walk as *mut HashWalk as rb_sys::VALUE,
         );
     }
-    match walk.problem {
-        Some(problem) => Err(problem),
+    if let Some(problem) = walk.problem {
+        return Err(problem);
+    }
+    match first_repeated_key(&walk.entries) {
+        Some(key) => Err(repeated_key_problem(hash, key)),
         None => Ok(Payload::Hash(walk.entries)),
     }
+}
+
+/// The first key that occurs twice among converted entries. A Ruby Hash can hold keys that
+/// convert to the same text: equal Strings in a `compare_by_identity` Hash, or the same
+/// text in two encodings. Delivered, they would silently collapse into one entry.
+fn first_repeated_key(entries: &[(Key, Payload)]) -> Option<&Key> {
+    // Payload hashes are mostly a handful of keys: comparing pairs beats hashing them.
+    const SCAN_LIMIT: usize = 16;
+    if entries.len() <= SCAN_LIMIT {
+        return entries.iter().enumerate().find_map(|(index, (key, _))| {
+            entries[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == key)
+                .then_some(key)
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    entries
+        .iter()
+        .map(|(key, _)| key)
+        .find(|key| !seen.insert(*key))
+}
+
+fn repeated_key_problem(hash: RHash, key: &Key) -> Problem {
+    // Only asked on this error path: a method call per hash would cost every payload.
+    let by_identity = hash
+        .funcall::<_, _, bool>("compare_by_identity?", ())
+        .unwrap_or(false);
+    let detail = if by_identity {
+        format!(
+            "has the key {key} twice (a compare_by_identity Hash); payload hashes compare \
+             keys by value, so give each entry its own key"
+        )
+    } else {
+        format!("has two keys that are both {key} as UTF-8 text; give each entry its own key")
+    };
+    Problem::new(ProblemKind::Argument, detail)
 }
 
 struct HashWalk<'a> {
@@ -199,7 +245,7 @@ unsafe extern "C" fn convert_hash_entry(
     const STOP: std::os::raw::c_int = 1; // ST_STOP
     let walk = &mut *(walk as *mut HashWalk);
     let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let key = convert_key(Value::from_raw(key))?;
+        let key = convert_key(walk.ruby, Value::from_raw(key))?;
         let converted = convert(
             walk.ruby,
             Value::from_raw(value),
@@ -231,9 +277,9 @@ unsafe extern "C" fn convert_hash_entry(
     }
 }
 
-fn convert_key(key: Value) -> Result<Key, Problem> {
+fn convert_key(ruby: &Ruby, key: Value) -> Result<Key, Problem> {
     if let Some(symbol) = Symbol::from_value(key) {
-        return symbol_text(symbol).map(Key::Symbol).ok_or_else(|| {
+        return symbol_text(ruby, symbol).map(Key::Symbol).ok_or_else(|| {
             Problem::new(
                 ProblemKind::Argument,
                 "has a Symbol key that is not valid UTF-8",
@@ -241,7 +287,7 @@ fn convert_key(key: Value) -> Result<Key, Problem> {
         });
     }
     if let Some(string) = RString::from_value(key) {
-        return string.to_string().map(Key::String).map_err(|_| {
+        return string_text(ruby, string).map(Key::String).ok_or_else(|| {
             Problem::new(
                 ProblemKind::Argument,
                 "has a String key that is not valid UTF-8",
@@ -258,11 +304,23 @@ fn convert_key(key: Value) -> Result<Key, Problem> {
 /// A Symbol's name as UTF-8 text, NUL bytes included: the name String itself, never the
 /// C string a static Symbol's ID also has, which ends at the first NUL (`:"a\0b"` read as
 /// `:a`). Reading it creates nothing and pins nothing.
-fn symbol_text(symbol: Symbol) -> Option<String> {
+fn symbol_text(ruby: &Ruby, symbol: Symbol) -> Option<String> {
     use magnus::rb_sys::FromRawValue;
     // SAFETY: GVL held; rb_sym2str returns the Symbol's own frozen name.
     let name = unsafe { Value::from_raw(rb_sys::rb_sym2str(symbol.as_raw())) };
-    RString::from_value(name).and_then(|name| name.to_string().ok())
+    RString::from_value(name).and_then(|name| string_text(ruby, name))
+}
+
+/// A String's text as UTF-8: UTF-8 and US-ASCII Strings as they are, other encodings
+/// transcoded, and binary (ASCII-8BIT) ones when their bytes are valid UTF-8, as sockets,
+/// `File.binread` and ARGV under `LANG=C` hand them out (`Config.load` accepts those too).
+fn string_text(ruby: &Ruby, string: RString) -> Option<String> {
+    if string.enc_get() == ruby.ascii8bit_encindex() {
+        // SAFETY: GVL held; the bytes are copied before any Ruby code runs.
+        let bytes = unsafe { string.as_slice() };
+        return std::str::from_utf8(bytes).ok().map(str::to_owned);
+    }
+    string.to_string().ok()
 }
 
 /// Builds a deep-frozen Ruby value from a payload.
