@@ -51,7 +51,7 @@ RSpec.describe "Payload safety" do
     end
   end
 
-  describe "Symbols with NUL bytes" do
+  describe "Symbols with NUL bytes", :ffi do
     let(:channel) { channel_runtime({ name => { capacity: 8 } }).channel(name) }
 
     # Regression: a static Symbol's name was read as a C string, so :"a\0b" arrived as :a.
@@ -63,7 +63,7 @@ RSpec.describe "Payload safety" do
     end
   end
 
-  describe "String encodings and Hash keys" do
+  describe "String encodings and Hash keys", :ffi do
     let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
     let(:channel) { runtime.channel(name) }
 
@@ -113,6 +113,76 @@ RSpec.describe "Payload safety" do
 
       expect([channel.push(by_identity), channel.push(many)]).to eq([true, true])
       expect([channel.pop(timeout: 5), channel.pop(timeout: 5)]).to eq([{ "a" => 1, a: 2 }, many])
+    end
+  end
+
+  describe "Time values", :ffi do
+    let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
+    let(:channel) { runtime.channel(name) }
+
+    def round_trip(value)
+      expect(channel.push(value)).to be(true)
+      channel.pop(timeout: 5)
+    end
+
+    # The facts a Time keeps through Rust: the instant (to the nanosecond) and its offset.
+    def facts(time)
+      [time.class, time.to_i, time.nsec, time.utc_offset, time.utc?]
+    end
+
+    it "keep the instant to the nanosecond, the UTC offset and UTC-ness" do
+      times = [
+        Time.at(1_700_000_000, 123_456_789, :nsec, in: "UTC"),
+        Time.at(1_700_000_000, 987_654_321, :nsec, in: "+05:30"),
+        Time.at(1_700_000_000, 1, :nsec, in: "-09:00"),
+        Time.at(0, 999_999_999, :nsec, in: "+00:00"),
+        Time.at(-1.5r).utc,
+        Time.at(-86_400 * 365 * 3000, 5, :nsec, in: "+23:59"),
+        Time.now,
+        Time.now.utc
+      ]
+
+      aggregate_failures do
+        times.each do |time|
+          popped = round_trip(time)
+          expect(facts(popped)).to eq(facts(time)), "#{time.inspect} came back as #{popped.inspect}"
+          expect(popped).to eq(time)
+          expect(popped).to be_frozen
+        end
+      end
+    end
+
+    it "travel nested, as the sub-second part of a published event, and next to their neighbours" do
+      at = Time.at(1_700_000_000, 250_000_001, :nsec, in: "+02:00")
+      expect(round_trip({ job: { at: [at, "later"] } })).to eq({ job: { at: [at, "later"] } })
+
+      seen = []
+      runtime.subscribe("timed.event") { |event| seen << event.payload }
+      runtime.publish("timed.event", { at: at })
+      runtime.dispatch(timeout: 5)
+      expect(seen.map { |payload| facts(payload[:at]) }).to eq([facts(at)])
+    end
+
+    it "come back from local time with the same instant and offset, the zone name aside" do
+      local = Time.at(1_700_000_000, 42, :nsec).localtime
+      popped = round_trip(local)
+
+      expect([popped, popped.utc_offset, popped.nsec]).to eq([local, local.utc_offset, 42])
+    end
+
+    it "are refused when they cannot travel, naming the path" do
+      expect { channel.push({ at: [Time.at(2**70)] }) }
+        .to raise_error(RangeError, /\Avalue\[:at\]\[0\] is a Time outside the range payloads carry/)
+      expect { channel.push({ at: Time.at(0).localtime(Rational(1, 2)) }) }
+        .to raise_error(ArgumentError, %r{\Avalue\[:at\] is a Time whose UTC offset \(1/2\) is not a whole number})
+      expect(channel.size).to eq(0)
+    end
+
+    it "leave other classes refused with a TypeError naming the path" do
+      require "date"
+
+      expect { channel.push({ on: Date.new(2024, 1, 1) }) }.to raise_error(TypeError, /\Avalue\[:on\] is a Date; payloads carry only .*Time/)
+      expect { channel.push([Rational(1, 3)]) }.to raise_error(TypeError, /\Avalue\[0\] is a Rational/)
     end
   end
 

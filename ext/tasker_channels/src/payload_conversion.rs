@@ -1,16 +1,17 @@
 //! Conversion between Ruby values and core `Payload`s.
 //!
-//! Owns the payload rules of the Ruby API: which Ruby values are plain data, the error class
-//! and path (`payload[:user][0]`) for anything else, the depth and cycle limits, and building
+//! Owns the payload rules of the Ruby API: which Ruby values are plain data (nil, true,
+//! false, Integer, Float, String, Symbol, Time, Array, Hash), the error class and path
+//! (`payload[:user][0]`) for anything else, the depth and cycle limits, and building
 //! deep-frozen Ruby values on delivery. It must only run on a Ruby thread holding the GVL, and
 //! must never keep a Ruby object beyond the call.
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{
     prelude::*, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
-    Value,
+    Time, Value,
 };
-use tasker_channels_core::payload::{Key, Payload, MAX_DEPTH};
+use tasker_channels_core::payload::{Key, Payload, Timestamp, UtcOffset, MAX_DEPTH};
 
 /// What went wrong converting a payload, with where it went wrong.
 struct Problem {
@@ -106,10 +107,13 @@ fn convert(
     let array = RArray::from_value(value);
     let hash = RHash::from_value(value);
     if array.is_none() && hash.is_none() {
+        if let Some(time) = Time::from_value(value) {
+            return time_payload(time);
+        }
         let class = unsafe { value.classname() }.into_owned();
         return Err(Problem::new(
             ProblemKind::Type,
-            format!("is a {class}; payloads carry only nil, true, false, Integer, Float, String, Symbol, Array and Hash"),
+            format!("is a {class}; payloads carry only nil, true, false, Integer, Float, String, Symbol, Time, Array and Hash"),
         ));
     }
     if depth >= MAX_DEPTH {
@@ -135,6 +139,42 @@ fn convert(
     };
     open_containers.pop();
     converted
+}
+
+/// A Time as its instant to the nanosecond (finer fractions are dropped) and the offset it
+/// is expressed in; see [`Timestamp`] for what is kept.
+fn time_payload(time: Time) -> Result<Payload, Problem> {
+    use magnus::rb_sys::FromRawValue;
+    let out_of_range = || {
+        Problem::new(
+            ProblemKind::Range,
+            "is a Time outside the range payloads carry (64-bit seconds from 1970)",
+        )
+    };
+    let spec = time.timespec().map_err(|_| out_of_range())?;
+    let nanoseconds = u32::try_from(spec.tv_nsec).map_err(|_| out_of_range())?;
+    // Only a method tells UTC from "+00:00"; Times are rare enough in payloads to afford it.
+    let offset = if time.funcall::<_, _, bool>("utc?", ()).unwrap_or(false) {
+        UtcOffset::Utc
+    } else {
+        // SAFETY: GVL held; `time` is a Time, whose offset Ruby already knows.
+        let east = unsafe { Value::from_raw(rb_sys::rb_time_utc_offset(time.as_raw())) };
+        let seconds = Integer::from_value(east).and_then(|east| east.to_i32().ok());
+        UtcOffset::Seconds(seconds.ok_or_else(|| {
+            Problem::new(
+                ProblemKind::Argument,
+                format!("is a Time whose UTC offset ({east}) is not a whole number of seconds"),
+            )
+        })?)
+    };
+    Timestamp::new(spec.tv_sec, nanoseconds, offset)
+        .map(Payload::Time)
+        .map_err(|invalid| {
+            Problem::new(
+                ProblemKind::Argument,
+                format!("is a Time that cannot travel: {invalid}"),
+            )
+        })
 }
 
 fn convert_array(
@@ -333,6 +373,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
         Payload::Float(f) => ruby.float_from_f64(*f).as_value(),
         Payload::String(s) => frozen_string(s),
         Payload::Symbol(s) => utf8_symbol(s),
+        Payload::Time(timestamp) => frozen_time(timestamp),
         Payload::Array(items) => {
             let array = ruby.ary_new_capa(items.len());
             for item in items {
@@ -382,6 +423,27 @@ fn frozen_string(s: &str) -> Value {
     let (ptr, len) = c_text(s);
     // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
     unsafe { Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_utf8_str_new(ptr, len))) }
+}
+
+fn frozen_time(timestamp: &Timestamp) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    /// What `rb_time_timespec_new` takes for "in UTC".
+    const UTC: std::os::raw::c_int = std::os::raw::c_int::MAX - 1;
+    let spec = rb_sys::timespec {
+        tv_sec: timestamp.seconds() as _,
+        tv_nsec: timestamp.nanoseconds() as _,
+    };
+    let offset = match timestamp.offset() {
+        UtcOffset::Utc => UTC,
+        UtcOffset::Seconds(east) => east,
+    };
+    // SAFETY: GVL held; a Timestamp's offset is within the ±86,400 s that
+    // rb_time_timespec_new accepts, so it does not raise.
+    unsafe {
+        Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_time_timespec_new(
+            &spec, offset,
+        )))
+    }
 }
 
 /// `text` as the (pointer, length) pair Ruby's C API takes. An empty Rust string's pointer is
