@@ -21,6 +21,7 @@ pub mod schema;
 pub(crate) mod testing;
 mod validation;
 
+pub use layers::{CONFIG_DIR_VAR, ENVIRONMENT_VAR};
 pub use problems::{ConfigErrors, ConfigProblem};
 
 /// The effective settings of one configured channel.
