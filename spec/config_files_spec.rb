@@ -7,6 +7,7 @@ require "socket"
 # The two layer files of a config dir's `test` environment.
 module ConfigDirLayerFiles
   LAYER_FILES = %w[base/mpsc_channels.toml environments/test/mpsc_channels.toml].freeze
+  TEST_FILE = LAYER_FILES[1]
 end
 
 # What Config.load does with something other than a regular file where a layer file should
@@ -116,5 +117,53 @@ RSpec.describe "Config files that are not regular files" do
       expect(config_error(environment: "test", config_dir: dir).message)
         .to include("base/mpsc_channels.toml: cannot read this file: it is larger than 1024 KiB")
     end
+  end
+end
+
+# Problems a user fixes in a config file: each must say where (file, line, column, key).
+RSpec.describe "Config problems with overflow policies" do
+  include ConfigDirHelpers
+
+  around { |example| without_config_env { example.run } }
+
+  let(:test_file) { ConfigDirLayerFiles::TEST_FILE }
+
+  def only_problem(text)
+    with_config_dir(test_file => text) do |dir|
+      problems = config_error(environment: "test", config_dir: dir).errors
+      expect(problems.size).to eq(1), problems.inspect
+      problems.first.merge(file: problems.first[:file].delete_prefix("#{dir}/"))
+    end
+  end
+
+  # Regression: this problem named the file but no line or column.
+  it "locates drop_oldest on shared.ffi at its value" do
+    expect(only_problem("\n[mpsc_channels.shared.ffi]\noverflow = \"drop_oldest\"\n")).to include(
+      file: test_file, key: "shared.ffi.overflow", line: 3, column: 12,
+      to_s: include("#{test_file}:3:12: shared.ffi.overflow: shared.ffi cannot use \"drop_oldest\"")
+    )
+  end
+
+  it "refuses drop_oldest on worker.in_process_events, located, since accepted events wait there too" do
+    expect(only_problem("[mpsc_channels.worker.in_process_events]\noverflow = \"drop_oldest\"\n")).to include(
+      key: "worker.in_process_events.overflow", line: 2, column: 12,
+      message: start_with("worker.in_process_events cannot use \"drop_oldest\": it would discard events publish")
+    )
+  end
+
+  it "refuses a default drop_policy of drop_oldest where it reaches the dispatch side, at the drop_policy line" do
+    problem = only_problem("[mpsc_channels.overflow_policy]\nlog_warning_threshold = 0.5\n" \
+                           "drop_policy = \"drop_oldest\"\n")
+
+    expect(problem).to include(file: test_file, key: "overflow_policy.drop_policy", line: 3, column: 15)
+    expect(problem[:message]).to start_with("worker.in_process_events has no overflow of its own")
+      .and include('set overflow = "block" in [mpsc_channels.worker.in_process_events]')
+  end
+
+  it "suggests the policy a misspelt name meant" do
+    expect(only_problem("[mpsc_channels.shared.ffi]\noverflow = \"drop-oldest\"\n")[:message])
+      .to end_with('; did you mean "drop_oldest"?')
+    expect(only_problem("[mpsc_channels.overflow_policy]\ndrop_policy = \"Block\"\n")[:message])
+      .to include('unknown overflow policy "Block"').and end_with('; did you mean "block"?')
   end
 end
