@@ -1,8 +1,11 @@
 # frozen_string_literal: true
 
+require "json"
 require "open3"
 require "rbconfig"
 require "socket"
+require "stringio"
+require "tasker/channels/cli"
 
 # The two layer files of a config dir's `test` environment.
 module ConfigDirLayerFiles
@@ -165,5 +168,49 @@ RSpec.describe "Config problems with overflow policies" do
       .to end_with('; did you mean "drop_oldest"?')
     expect(only_problem("[mpsc_channels.overflow_policy]\ndrop_policy = \"Block\"\n")[:message])
       .to include('unknown overflow policy "Block"').and end_with('; did you mean "block"?')
+  end
+
+  describe "tasker-channels config --json" do
+    def cli(*args)
+      out = StringIO.new
+      err = StringIO.new
+      status = Tasker::Channels::CLI.run(args, out:, err:)
+      [status, out.string, err.string]
+    end
+
+    it "reports an invalid configuration as JSON problem objects on stdout and exits 1" do
+      text = "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 0\noverflow = \"drop-oldest\"\n"
+      with_config_dir(test_file => text) do |dir|
+        status, out, err = cli("config", "--json", "--env", "test", "--config-dir", dir)
+
+        expect([status, err]).to eq([1, ""])
+        file = File.join(dir, test_file)
+        expect(JSON.parse(out)).to eq(
+          "errors" => [
+            { "file" => file, "line" => 2, "column" => 26, "key" => "shared.ffi.ruby_event_buffer_size",
+              "message" => "capacity must be an integer in 1..=16777216, got 0" },
+            { "file" => file, "line" => 3, "column" => 12, "key" => "shared.ffi.overflow",
+              "message" => 'unknown overflow policy "drop-oldest" (valid: "block", "drop", "drop_oldest", "error"); ' \
+                           'did you mean "drop_oldest"?' }
+          ]
+        )
+      end
+    end
+
+    it "reports problems without a position or key with nulls" do
+      status, out, = cli("config", "--json", "--env", "staging")
+
+      expect(status).to eq(1)
+      problem = JSON.parse(out).fetch("errors").first
+      expect(problem).to include("line" => nil, "column" => nil, "key" => nil)
+      expect(problem["message"]).to include('unknown environment "staging"')
+    end
+
+    it "still reports a valid configuration as before" do
+      status, out, = cli("config", "--json", "--env", "test")
+
+      expect(status).to eq(0)
+      expect(JSON.parse(out).keys).to eq(%w[environment layers channels overflow_policy])
+    end
   end
 end
