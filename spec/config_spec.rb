@@ -159,7 +159,8 @@ RSpec.describe Tasker::Channels::Config do
         .to eq(shipped("environments/production/mpsc_channels.toml"))
 
       with_config_dir(
-        "base/mpsc_channels.toml" => "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n",
+        "base/mpsc_channels.toml" => "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n" \
+                                     "[mpsc_channels.worker.in_process_events]\noverflow = \"block\"\n",
         "environments/production/mpsc_channels.toml" => "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 64\n"
       ) do |dir|
         config = described_class.load(environment: "production", config_dir: dir)
@@ -201,7 +202,9 @@ RSpec.describe Tasker::Channels::Config do
     end
 
     it "applies overflow_policy.drop_policy to channels without their own overflow" do
-      drop_oldest = "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n"
+      # worker.in_process_events takes no drop_oldest (it would evict accepted events).
+      drop_oldest = "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n" \
+                    "[mpsc_channels.worker.in_process_events]\noverflow = \"block\"\n"
       with_config_dir("base/mpsc_channels.toml" => drop_oldest) do |dir|
         overflow = described_class.load(environment: "test", config_dir: dir).channels.to_h do |c|
           [c[:name], c[:overflow]]

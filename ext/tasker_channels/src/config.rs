@@ -1,15 +1,19 @@
 //! `Tasker::Channels::Config`: the loaded configuration, read from Ruby.
 //!
 //! Owns converting the core's `Config` (values, provenance, channel view) and its
-//! `ConfigErrors` into Ruby values. It must never load, merge or validate anything itself.
+//! `ConfigErrors` into Ruby values, and calling the core's loader without the GVL. It must
+//! never load, merge or validate anything itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, Ruby, Value};
-use tasker_channels_core::config::{ChannelSpec, Config, ConfigErrors, LoadOptions};
+use tasker_channels_core::config::{
+    ChannelSpec, Config, ConfigErrors, LoadOptions, CONFIG_DIR_VAR, ENVIRONMENT_VAR,
+};
 
 use crate::errors::{config_error, guard};
+use crate::gvl::{check_interrupts, without_gvl};
 
 #[magnus::wrap(class = "Tasker::Channels::Config", free_immediately, size)]
 pub struct RbConfig(pub Arc<Config>);
@@ -32,7 +36,8 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     Ok(())
 }
 
-/// Loads a configuration the way every Ruby entry point does.
+/// Loads a configuration the way every Ruby entry point does: with the GVL released, so
+/// other Ruby threads run while files are read and checked.
 pub fn load_config(
     ruby: &Ruby,
     environment: Option<String>,
@@ -44,7 +49,29 @@ pub fn load_config(
         config_dir: config_dir.map(PathBuf::from),
         shipped_dir_label: shipped_dir,
     };
-    Config::load(&options)
+    // Read while the GVL keeps Ruby's `ENV[]=` (setenv) from racing the read.
+    let variables = [ENVIRONMENT_VAR, CONFIG_DIR_VAR].map(|name| {
+        (
+            name,
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+        )
+    });
+    let env = |wanted: &str| {
+        variables
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .and_then(|(_, value)| value.clone())
+    };
+    let loaded = loop {
+        // Nothing here waits on anything but the file system (layer files are only read when
+        // regular and small), so there is nothing for an unblock function to cut short.
+        match without_gvl(|| Config::load_with_env(&options, env), || {}) {
+            Some(loaded) => break loaded,
+            // An interrupt was pending: let Ruby deliver it (a raise ends the load).
+            None => check_interrupts()?,
+        }
+    };
+    loaded
         .map(Arc::new)
         .map_err(|errors| config_errors_to_ruby(ruby, &errors))
 }

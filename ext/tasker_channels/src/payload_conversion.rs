@@ -1,15 +1,17 @@
 //! Conversion between Ruby values and core `Payload`s.
 //!
-//! Owns the payload rules of the Ruby API: which Ruby values are plain data, the error class
-//! and path (`payload[:user][0]`) for anything else, the depth and cycle limits, and building
+//! Owns the payload rules of the Ruby API: which Ruby values are plain data (nil, true,
+//! false, Integer, Float, String, Symbol, Time, Array, Hash), the error class and path
+//! (`payload[:user][0]`) for anything else, the depth and cycle limits, and building
 //! deep-frozen Ruby values on delivery. It must only run on a Ruby thread holding the GVL, and
 //! must never keep a Ruby object beyond the call.
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{
-    value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol, Value,
+    prelude::*, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
+    Time, Value,
 };
-use tasker_channels_core::payload::{Key, Payload, MAX_DEPTH};
+use tasker_channels_core::payload::{Key, Payload, Timestamp, UtcOffset, MAX_DEPTH};
 
 /// What went wrong converting a payload, with where it went wrong.
 struct Problem {
@@ -85,28 +87,33 @@ fn convert(
         return Ok(Payload::Float(float.to_f64()));
     }
     if let Some(string) = RString::from_value(value) {
-        return string.to_string().map(Payload::String).map_err(|_| {
-            Problem::new(
-                ProblemKind::Argument,
-                "is a String that is not valid UTF-8 (payload strings must be UTF-8 text)",
-            )
-        });
+        return string_text(ruby, string)
+            .map(Payload::String)
+            .ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::Argument,
+                    "is a String that is not valid UTF-8 (payload strings must be UTF-8 text; \
+                     encode binary data, e.g. as Base64)",
+                )
+            });
     }
     if let Some(symbol) = Symbol::from_value(value) {
-        return symbol
-            .name()
-            .map(|name| Payload::Symbol(name.into_owned()))
-            .map_err(|_| {
+        return symbol_text(ruby, symbol)
+            .map(Payload::Symbol)
+            .ok_or_else(|| {
                 Problem::new(ProblemKind::Argument, "is a Symbol that is not valid UTF-8")
             });
     }
     let array = RArray::from_value(value);
     let hash = RHash::from_value(value);
     if array.is_none() && hash.is_none() {
+        if let Some(time) = Time::from_value(value) {
+            return time_payload(time);
+        }
         let class = unsafe { value.classname() }.into_owned();
         return Err(Problem::new(
             ProblemKind::Type,
-            format!("is a {class}; payloads carry only nil, true, false, Integer, Float, String, Symbol, Array and Hash"),
+            format!("is a {class}; payloads carry only nil, true, false, Integer, Float, String, Symbol, Time, Array and Hash"),
         ));
     }
     if depth >= MAX_DEPTH {
@@ -132,6 +139,42 @@ fn convert(
     };
     open_containers.pop();
     converted
+}
+
+/// A Time as its instant to the nanosecond (finer fractions are dropped) and the offset it
+/// is expressed in; see [`Timestamp`] for what is kept.
+fn time_payload(time: Time) -> Result<Payload, Problem> {
+    use magnus::rb_sys::FromRawValue;
+    let out_of_range = || {
+        Problem::new(
+            ProblemKind::Range,
+            "is a Time outside the range payloads carry (64-bit seconds from 1970)",
+        )
+    };
+    let spec = time.timespec().map_err(|_| out_of_range())?;
+    let nanoseconds = u32::try_from(spec.tv_nsec).map_err(|_| out_of_range())?;
+    // Only a method tells UTC from "+00:00"; Times are rare enough in payloads to afford it.
+    let offset = if time.funcall::<_, _, bool>("utc?", ()).unwrap_or(false) {
+        UtcOffset::Utc
+    } else {
+        // SAFETY: GVL held; `time` is a Time, whose offset Ruby already knows.
+        let east = unsafe { Value::from_raw(rb_sys::rb_time_utc_offset(time.as_raw())) };
+        let seconds = Integer::from_value(east).and_then(|east| east.to_i32().ok());
+        UtcOffset::Seconds(seconds.ok_or_else(|| {
+            Problem::new(
+                ProblemKind::Argument,
+                format!("is a Time whose UTC offset ({east}) is not a whole number of seconds"),
+            )
+        })?)
+    };
+    Timestamp::new(spec.tv_sec, nanoseconds, offset)
+        .map(Payload::Time)
+        .map_err(|invalid| {
+            Problem::new(
+                ProblemKind::Argument,
+                format!("is a Time that cannot travel: {invalid}"),
+            )
+        })
 }
 
 fn convert_array(
@@ -178,10 +221,50 @@ fn convert_hash(
             &mut walk as *mut HashWalk as rb_sys::VALUE,
         );
     }
-    match walk.problem {
-        Some(problem) => Err(problem),
+    if let Some(problem) = walk.problem {
+        return Err(problem);
+    }
+    match first_repeated_key(&walk.entries) {
+        Some(key) => Err(repeated_key_problem(hash, key)),
         None => Ok(Payload::Hash(walk.entries)),
     }
+}
+
+/// The first key that occurs twice among converted entries. A Ruby Hash can hold keys that
+/// convert to the same text: equal Strings in a `compare_by_identity` Hash, or the same
+/// text in two encodings. Delivered, they would silently collapse into one entry.
+fn first_repeated_key(entries: &[(Key, Payload)]) -> Option<&Key> {
+    // Payload hashes are mostly a handful of keys: comparing pairs beats hashing them.
+    const SCAN_LIMIT: usize = 16;
+    if entries.len() <= SCAN_LIMIT {
+        return entries.iter().enumerate().find_map(|(index, (key, _))| {
+            entries[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == key)
+                .then_some(key)
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    entries
+        .iter()
+        .map(|(key, _)| key)
+        .find(|key| !seen.insert(*key))
+}
+
+fn repeated_key_problem(hash: RHash, key: &Key) -> Problem {
+    // Only asked on this error path: a method call per hash would cost every payload.
+    let by_identity = hash
+        .funcall::<_, _, bool>("compare_by_identity?", ())
+        .unwrap_or(false);
+    let detail = if by_identity {
+        format!(
+            "has the key {key} twice (a compare_by_identity Hash); payload hashes compare \
+             keys by value, so give each entry its own key"
+        )
+    } else {
+        format!("has two keys that are both {key} as UTF-8 text; give each entry its own key")
+    };
+    Problem::new(ProblemKind::Argument, detail)
 }
 
 struct HashWalk<'a> {
@@ -202,7 +285,7 @@ unsafe extern "C" fn convert_hash_entry(
     const STOP: std::os::raw::c_int = 1; // ST_STOP
     let walk = &mut *(walk as *mut HashWalk);
     let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let key = convert_key(Value::from_raw(key))?;
+        let key = convert_key(walk.ruby, Value::from_raw(key))?;
         let converted = convert(
             walk.ruby,
             Value::from_raw(value),
@@ -234,20 +317,17 @@ unsafe extern "C" fn convert_hash_entry(
     }
 }
 
-fn convert_key(key: Value) -> Result<Key, Problem> {
+fn convert_key(ruby: &Ruby, key: Value) -> Result<Key, Problem> {
     if let Some(symbol) = Symbol::from_value(key) {
-        return symbol
-            .name()
-            .map(|name| Key::Symbol(name.into_owned()))
-            .map_err(|_| {
-                Problem::new(
-                    ProblemKind::Argument,
-                    "has a Symbol key that is not valid UTF-8",
-                )
-            });
+        return symbol_text(ruby, symbol).map(Key::Symbol).ok_or_else(|| {
+            Problem::new(
+                ProblemKind::Argument,
+                "has a Symbol key that is not valid UTF-8",
+            )
+        });
     }
     if let Some(string) = RString::from_value(key) {
-        return string.to_string().map(Key::String).map_err(|_| {
+        return string_text(ruby, string).map(Key::String).ok_or_else(|| {
             Problem::new(
                 ProblemKind::Argument,
                 "has a String key that is not valid UTF-8",
@@ -261,6 +341,28 @@ fn convert_key(key: Value) -> Result<Key, Problem> {
     ))
 }
 
+/// A Symbol's name as UTF-8 text, NUL bytes included: the name String itself, never the
+/// C string a static Symbol's ID also has, which ends at the first NUL (`:"a\0b"` read as
+/// `:a`). Reading it creates nothing and pins nothing.
+fn symbol_text(ruby: &Ruby, symbol: Symbol) -> Option<String> {
+    use magnus::rb_sys::FromRawValue;
+    // SAFETY: GVL held; rb_sym2str returns the Symbol's own frozen name.
+    let name = unsafe { Value::from_raw(rb_sys::rb_sym2str(symbol.as_raw())) };
+    RString::from_value(name).and_then(|name| string_text(ruby, name))
+}
+
+/// A String's text as UTF-8: UTF-8 and US-ASCII Strings as they are, other encodings
+/// transcoded, and binary (ASCII-8BIT) ones when their bytes are valid UTF-8, as sockets,
+/// `File.binread` and ARGV under `LANG=C` hand them out (`Config.load` accepts those too).
+fn string_text(ruby: &Ruby, string: RString) -> Option<String> {
+    if string.enc_get() == ruby.ascii8bit_encindex() {
+        // SAFETY: GVL held; the bytes are copied before any Ruby code runs.
+        let bytes = unsafe { string.as_slice() };
+        return std::str::from_utf8(bytes).ok().map(str::to_owned);
+    }
+    string.to_string().ok()
+}
+
 /// Builds a deep-frozen Ruby value from a payload.
 pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
     match payload {
@@ -269,8 +371,9 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
         Payload::Bool(false) => ruby.qfalse().as_value(),
         Payload::Int(i) => ruby.integer_from_i64(*i).as_value(),
         Payload::Float(f) => ruby.float_from_f64(*f).as_value(),
-        Payload::String(s) => frozen_string(ruby, s).as_value(),
+        Payload::String(s) => frozen_string(s),
         Payload::Symbol(s) => utf8_symbol(s),
+        Payload::Time(timestamp) => frozen_time(timestamp),
         Payload::Array(items) => {
             let array = ruby.ary_new_capa(items.len());
             for item in items {
@@ -285,7 +388,7 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
             for (key, value) in entries {
                 let key = match key {
                     Key::Symbol(name) => utf8_symbol(name),
-                    Key::String(name) => frozen_string(ruby, name).as_value(),
+                    Key::String(name) => frozen_string(name),
                 };
                 let _ = hash.aset(key, to_ruby(ruby, value));
             }
@@ -295,23 +398,64 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
     }
 }
 
-/// The Symbol for UTF-8 text, looked up in Ruby's symbol table directly: `to_symbol` would
-/// first build a throwaway String for every key of every delivered payload.
+/// The Symbol for UTF-8 text. Symbols made from payload data must stay collectable:
+/// `rb_intern3` would make a static symbol, never freed (one per fresh key, forever), and
+/// `rb_check_id` would pin an existing dynamic one the same way. So an existing Symbol is
+/// looked up without creating or pinning anything, and a missing one is made dynamic, as
+/// `String#to_sym` makes it, without a Ruby method call.
 fn utf8_symbol(name: &str) -> Value {
     use magnus::rb_sys::FromRawValue;
-    // SAFETY: GVL held; the bytes are valid UTF-8 (a Rust str) and live for the call.
+    let (ptr, len) = c_text(name);
+    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call, so
+    // neither call raises (they raise only for text broken in its encoding).
     unsafe {
-        let id = rb_sys::rb_intern3(
-            name.as_ptr().cast(),
-            name.len() as std::os::raw::c_long,
-            rb_sys::rb_utf8_encoding(),
-        );
-        Value::from_raw(rb_sys::rb_id2sym(id))
+        let utf8 = rb_sys::rb_utf8_encoding();
+        let existing = rb_sys::rb_check_symbol_cstr(ptr, len, utf8);
+        if existing != rb_sys::Qnil as rb_sys::VALUE {
+            return Value::from_raw(existing);
+        }
+        Value::from_raw(rb_sys::rb_str_intern(rb_sys::rb_utf8_str_new(ptr, len)))
     }
 }
 
-fn frozen_string(ruby: &Ruby, s: &str) -> RString {
-    let string = ruby.str_new(s);
-    string.freeze();
-    string
+fn frozen_string(s: &str) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    let (ptr, len) = c_text(s);
+    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
+    unsafe { Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_utf8_str_new(ptr, len))) }
+}
+
+fn frozen_time(timestamp: &Timestamp) -> Value {
+    use magnus::rb_sys::FromRawValue;
+    /// What `rb_time_timespec_new` takes for "in UTC".
+    const UTC: std::os::raw::c_int = std::os::raw::c_int::MAX - 1;
+    let spec = rb_sys::timespec {
+        tv_sec: timestamp.seconds() as _,
+        tv_nsec: timestamp.nanoseconds() as _,
+    };
+    let offset = match timestamp.offset() {
+        UtcOffset::Utc => UTC,
+        UtcOffset::Seconds(east) => east,
+    };
+    // SAFETY: GVL held; a Timestamp's offset is within the ±86,400 s that
+    // rb_time_timespec_new accepts, so it does not raise.
+    unsafe {
+        Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_time_timespec_new(
+            &spec, offset,
+        )))
+    }
+}
+
+/// `text` as the (pointer, length) pair Ruby's C API takes. An empty Rust string's pointer is
+/// dangling (0x1), and some of Ruby's functions read through the pointer even for length 0
+/// (`rb_intern3` did, and crashed on `:""`), so empty text is passed as a real, static byte.
+fn c_text(text: &str) -> (*const std::os::raw::c_char, std::os::raw::c_long) {
+    static EMPTY: [u8; 1] = [0];
+    let ptr = if text.is_empty() {
+        EMPTY.as_ptr()
+    } else {
+        text.as_ptr()
+    };
+    // Ruby takes lengths as C longs, as its own Strings store them.
+    (ptr.cast(), text.len() as std::os::raw::c_long)
 }

@@ -20,7 +20,8 @@ module Tasker
         Commands:
           config    Show every channel's capacity, overflow policy and send timeout, the file
                     each value came from, the layers merged and the overflow_policy settings.
-                    Exits 1 and lists every problem when the configuration is invalid.
+                    Exits 1 and lists every problem when the configuration is invalid
+                    (with --json, as {"errors": [...]} on stdout).
 
         Options for config:
           --env NAME          environment (default: TASKER_ENV, else development)
@@ -125,11 +126,16 @@ module Tasker
         value
       end
 
+      # The loaded configuration, or nil once every problem in it has been reported: as
+      # {"errors": [problem, ...]} on stdout with --json, as text on stderr otherwise.
       def load_config(options)
         require "tasker_channels"
         Config.load(environment: options[:environment], config_dir: options[:config_dir])
       rescue ArgumentError => e
         raise UsageError, e.message
+      rescue Tasker::ConfigError => e
+        options[:json] ? @out.print(ConfigReport.problems_json(e.errors)) : @err.puts(e.message)
+        nil
       rescue Tasker::Error => e
         @err.puts(e.message)
         nil
@@ -142,8 +148,20 @@ module Tasker
         POLICY_TABLE = "overflow_policy"
         POLICY_KEYS = %w[log_warning_threshold drop_policy].freeze
 
+        # What a problem says about itself, in this order.
+        PROBLEM_FIELDS = %i[file line column key message].freeze
+
         def initialize(config)
           @config = config
+        end
+
+        # The problems of a configuration that did not load, as one JSON document.
+        def self.problems_json(problems)
+          require "json"
+          errors = problems.map do |problem|
+            PROBLEM_FIELDS.to_h { |field| [field, problem.is_a?(Hash) ? problem[field] : problem.public_send(field)] }
+          end
+          "#{JSON.pretty_generate({ errors: errors })}\n"
         end
 
         # One JSON document: environment, layers, channels (values and sources), overflow_policy.

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use crate::config::problems::ConfigProblem;
 use crate::config::LoadOptions;
 
-pub(crate) const ENVIRONMENT_VAR: &str = "TASKER_ENV";
-pub(crate) const CONFIG_DIR_VAR: &str = "TASKER_CONFIG_DIR";
+/// The process environment variable naming the environment when the caller does not.
+pub const ENVIRONMENT_VAR: &str = "TASKER_ENV";
+/// The process environment variable naming the config dir when the caller does not.
+pub const CONFIG_DIR_VAR: &str = "TASKER_CONFIG_DIR";
 /// The environment when neither the argument nor `TASKER_ENV` names one (SPEC §3.2).
 pub(crate) const FALLBACK_ENVIRONMENT: &str = "development";
 /// How the compiled-in files are named when the caller gives no label.
@@ -242,18 +244,127 @@ fn known_environments(shipped: &Shipped, environments_dir: Option<&Path>) -> Vec
     known
 }
 
+/// The most a layer file may hold. A channel configuration is a few kilobytes; the cap keeps
+/// a wrong path (a log, a disk image) from being read whole, which Ruby would wait for.
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+
 fn read_optional(plan: &mut LayerPlan, path: &Path) {
-    match std::fs::read(path) {
-        Ok(bytes) => plan.files.push(LayerFile {
+    match read_layer_file(path) {
+        Ok(Some(bytes)) => plan.files.push(LayerFile {
             name: display(path),
             contents: Cow::Owned(bytes),
         }),
-        Err(error) if error.kind() == ErrorKind::NotFound => {}
-        Err(error) => plan.problems.push(ConfigProblem::in_file(
-            display(path),
-            format!("cannot read this file ({error}); make it a readable file or remove it"),
-        )),
+        Ok(None) => {}
+        Err(message) => plan
+            .problems
+            .push(ConfigProblem::in_file(display(path), message)),
     }
+}
+
+/// Reads an optional layer file: `None` when nothing is there. Only a regular file is ever
+/// opened: opening a FIFO waits for a writer (forever, and a Ruby caller waits with it), and
+/// a directory, socket or device holds no configuration. A symbolic link that leads nowhere
+/// is a mistake to report, not an absent file.
+fn read_layer_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            return match std::fs::symlink_metadata(path) {
+                Ok(link) if link.file_type().is_symlink() => Err(dangling_link_message(path)),
+                _ => Ok(None),
+            };
+        }
+        Err(error) => return Err(unreadable_message(&error)),
+    };
+    check_regular(&metadata)?;
+    let mut file = open_without_waiting(path).map_err(|error| unreadable_message(&error))?;
+    // The path may have been swapped between the two looks; judge what was opened.
+    let opened = file
+        .metadata()
+        .map_err(|error| unreadable_message(&error))?;
+    check_regular(&opened)?;
+    let mut bytes = Vec::with_capacity(opened.len().min(MAX_FILE_BYTES) as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|error| unreadable_message(&error))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large_message());
+    }
+    Ok(Some(bytes))
+}
+
+fn check_regular(metadata: &std::fs::Metadata) -> Result<(), String> {
+    if !metadata.is_file() {
+        return Err(format!(
+            "cannot read this file: it is {}, not a regular file; put a TOML file here or \
+             remove it",
+            describe_file_type(&metadata.file_type())
+        ));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large_message());
+    }
+    Ok(())
+}
+
+fn too_large_message() -> String {
+    format!(
+        "cannot read this file: it is larger than {} KiB, far more than any channel \
+         configuration; check that this path names the right file",
+        MAX_FILE_BYTES / 1024
+    )
+}
+
+fn unreadable_message(error: &std::io::Error) -> String {
+    format!("cannot read this file ({error}); make it a readable file or remove it")
+}
+
+fn dangling_link_message(path: &Path) -> String {
+    let target = std::fs::read_link(path)
+        .map(|target| format!(" to {}", target.display()))
+        .unwrap_or_default();
+    format!(
+        "cannot read this file: it is a symbolic link{target}, which leads to nothing; \
+         point it at a TOML file or remove it"
+    )
+}
+
+/// Opens for reading without ever waiting: should a FIFO take the file's place after it was
+/// checked, the open returns at once instead of waiting for a writer.
+fn open_without_waiting(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(path)
+}
+
+fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+    }
+    "a special file"
 }
 
 fn display(path: &Path) -> String {
@@ -536,6 +647,131 @@ mod tests {
         let plan = plan_layers(&resolved, &SHIPPED, DEFAULT_SHIPPED_LABEL);
         assert_eq!(plan.problems.len(), 1, "{:#?}", plan.problems);
         assert!(plan.problems[0].message.contains("cannot read this file"));
+    }
+
+    /// The problems of planning `dir`'s `test` layers, run on another thread so a loader
+    /// that blocks on `fifo` fails the test instead of hanging it.
+    fn plan_problems_without_waiting_on(dir: &TempDir, fifo: &Path) -> Vec<ConfigProblem> {
+        let resolved = resolve(
+            &options(Some("test"), Some(dir.path().to_str().unwrap())),
+            env_of(&[]),
+        );
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let plan = plan_layers(&resolved, &SHIPPED, DEFAULT_SHIPPED_LABEL);
+            let _ = done.send(plan.problems);
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(problems) => problems,
+            Err(_) => {
+                // Be the writer the stuck reader waits for, so the test process can end.
+                let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+                panic!("planning the layers blocked on the FIFO {}", fifo.display());
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_place_of_a_layer_file_is_refused_without_blocking() {
+        for relative in [
+            "base/mpsc_channels.toml",
+            "environments/test/mpsc_channels.toml",
+        ] {
+            let dir = TempDir::new();
+            let fifo = dir.mkfifo(relative);
+            let problems = plan_problems_without_waiting_on(&dir, &fifo);
+            assert_eq!(problems.len(), 1, "{relative}: {problems:#?}");
+            assert_eq!(problems[0].file, display(&fifo));
+            assert!(
+                problems[0]
+                    .message
+                    .contains("it is a FIFO (named pipe), not a regular file; put a TOML file"),
+                "{}",
+                problems[0].message
+            );
+        }
+    }
+
+    fn test_plan(dir: &TempDir) -> LayerPlan {
+        let resolved = resolve(
+            &options(Some("test"), Some(dir.path().to_str().unwrap())),
+            env_of(&[]),
+        );
+        plan_layers(&resolved, &SHIPPED, DEFAULT_SHIPPED_LABEL)
+    }
+
+    fn only_problem(plan: LayerPlan) -> ConfigProblem {
+        assert_eq!(plan.problems.len(), 1, "{:#?}", plan.problems);
+        plan.problems.into_iter().next().unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sockets_devices_and_directories_are_refused_by_what_they_are() {
+        let dir = TempDir::new();
+        let path = dir.mkdir("environments/test").join(FILE_NAME);
+        let _socket = std::os::unix::net::UnixListener::bind(&path).expect("bind socket");
+        assert!(only_problem(test_plan(&dir))
+            .message
+            .contains("it is a socket, not a regular file"));
+
+        let dir = TempDir::new();
+        dir.symlink("base/mpsc_channels.toml", Path::new("/dev/null"));
+        assert!(only_problem(test_plan(&dir))
+            .message
+            .contains("it is a character device, not a regular file"));
+
+        let dir = TempDir::new();
+        dir.mkdir("base/mpsc_channels.toml");
+        let problem = only_problem(test_plan(&dir));
+        assert_eq!(
+            problem.message,
+            "cannot read this file: it is a directory, not a regular file; put a TOML file \
+             here or remove it"
+        );
+        assert_eq!(
+            problem.file,
+            display(&dir.path().join("base").join(FILE_NAME))
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_to_nothing_is_reported_and_a_symlink_to_a_file_is_followed() {
+        let dir = TempDir::new();
+        let missing = dir.path().join("gone.toml");
+        let link = dir.symlink("environments/test/mpsc_channels.toml", &missing);
+        let problem = only_problem(test_plan(&dir));
+        assert_eq!(problem.file, display(&link));
+        assert!(
+            problem.message.contains(&format!(
+                "it is a symbolic link to {}, which leads to nothing",
+                missing.display()
+            )),
+            "{}",
+            problem.message
+        );
+
+        dir.write("gone.toml", "# back\n");
+        let plan = test_plan(&dir);
+        assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
+        assert_eq!(plan.files[1].name, display(&link));
+        assert_eq!(plan.files[1].contents.as_ref(), b"# back\n");
+    }
+
+    #[test]
+    fn a_layer_file_larger_than_any_configuration_is_refused_unread() {
+        let dir = TempDir::new();
+        let comment = format!("#{}\n", "x".repeat(MAX_FILE_BYTES as usize));
+        dir.write("base/mpsc_channels.toml", comment);
+        assert!(only_problem(test_plan(&dir))
+            .message
+            .contains("larger than 1024 KiB"));
+
+        let just_fits = format!("#{}\n", "x".repeat(MAX_FILE_BYTES as usize - 2));
+        dir.write("base/mpsc_channels.toml", just_fits);
+        assert!(test_plan(&dir).problems.is_empty());
     }
 
     fn table(text: &str) -> toml::Table {

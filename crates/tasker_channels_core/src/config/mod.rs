@@ -21,6 +21,7 @@ pub mod schema;
 pub(crate) mod testing;
 mod validation;
 
+pub use layers::{CONFIG_DIR_VAR, ENVIRONMENT_VAR};
 pub use problems::{ConfigErrors, ConfigProblem};
 
 /// The effective settings of one configured channel.
@@ -108,7 +109,7 @@ impl Config {
         }
 
         let merged = layers::merge(&checked_values);
-        let layers: Vec<String> = plan.files.into_iter().map(|file| file.name).collect();
+        let layers: Vec<String> = plan.files.iter().map(|file| file.name.clone()).collect();
         let settings = schema::read_settings(&merged.effective).map_err(|missing| {
             // Override files cannot remove keys, so a missing required key is the base's.
             let base = layers.first().cloned().unwrap_or_default();
@@ -135,7 +136,7 @@ impl Config {
             sources: merged.sources,
             settings,
         };
-        let problems = validation::check_effective(&config);
+        let problems = validation::check_effective(&config, &plan.files);
         if !problems.is_empty() {
             return Err(ConfigErrors { problems });
         }
@@ -364,7 +365,8 @@ mod tests {
         match current {
             toml::Value::Integer(n) => (n + 1).to_string(),
             toml::Value::Float(f) => (f / 2.0).to_string(),
-            toml::Value::String(s) if s == "block" => "\"drop_oldest\"".to_owned(),
+            // Not drop_oldest: as the default policy it would reach the dispatch side.
+            toml::Value::String(s) if s == "block" => "\"drop\"".to_owned(),
             toml::Value::String(_) => "\"block\"".to_owned(),
             other => panic!("unexpected base value {other}"),
         }
@@ -577,7 +579,8 @@ mod tests {
         let dir = TempDir::new();
         let dir_base = dir.write(
             "base/mpsc_channels.toml",
-            "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n",
+            "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n\
+             [mpsc_channels.worker.in_process_events]\noverflow = \"block\"\n",
         );
         let config = load(Some("test"), Some(dir.path()));
         assert_eq!(config.drop_policy(), OverflowPolicy::DropOldest);
@@ -800,35 +803,135 @@ mod tests {
         }
     }
 
+    /// Where a problem is: file, key, line, column.
+    type Location = (String, Option<String>, Option<usize>, Option<usize>);
+
+    fn locations(errors: &ConfigErrors) -> Vec<Location> {
+        errors
+            .problems
+            .iter()
+            .map(|p| (p.file.clone(), p.key.clone(), p.line, p.column))
+            .collect()
+    }
+
     #[test]
-    fn the_ruby_event_buffer_refuses_drop_oldest_wherever_it_comes_from() {
+    fn the_dispatch_side_refuses_drop_oldest_set_on_it_located_at_the_value() {
+        for channel in ["shared.ffi", "worker.in_process_events"] {
+            let dir = TempDir::new();
+            let file = dir.write(
+                "environments/test/mpsc_channels.toml",
+                format!("# dispatch side\n[mpsc_channels.{channel}]\noverflow = \"drop_oldest\"\n"),
+            );
+            let errors = load_err(Some("test"), Some(dir.path()));
+            assert_eq!(
+                locations(&errors),
+                [(
+                    file.display().to_string(),
+                    Some(format!("{channel}.overflow")),
+                    Some(3),
+                    Some(12)
+                )]
+            );
+            let message = &errors.problems[0].message;
+            assert!(
+                message.starts_with(&format!("{channel} cannot use \"drop_oldest\"")),
+                "{message}"
+            );
+            assert!(message.contains("publish already accepted"), "{message}");
+        }
+
         let dir = TempDir::new();
         dir.write(
             "environments/test/mpsc_channels.toml",
-            "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 8\noverflow = \"drop_oldest\"\n",
+            "[mpsc_channels]\nshared.ffi.overflow = \"drop_oldest\"\n",
         );
         let errors = load_err(Some("test"), Some(dir.path()));
-        assert_eq!(errors.problems.len(), 1);
         assert_eq!(
-            errors.problems[0].key.as_deref(),
-            Some("shared.ffi.overflow")
+            (errors.problems[0].line, errors.problems[0].column),
+            (Some(2), Some(23)),
+            "a dotted key is located too"
         );
-        assert!(errors.problems[0]
-            .message
-            .contains("publish already accepted"));
+    }
 
-        let inherited = TempDir::new();
-        inherited.write(
+    #[test]
+    fn a_default_drop_oldest_is_refused_where_it_reaches_the_dispatch_side() {
+        let dir = TempDir::new();
+        let file = dir.write(
             "environments/test/mpsc_channels.toml",
             "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n",
         );
-        // shared.ffi sets its own "error" in the base file, so the default does not reach it.
+        let errors = load_err(Some("test"), Some(dir.path()));
+        // shared.ffi sets its own "error" in the shipped base; worker.in_process_events does not.
         assert_eq!(
-            load(Some("test"), Some(inherited.path()))
-                .channel("shared.ffi")
-                .unwrap()
-                .overflow,
-            OverflowPolicy::Error
+            locations(&errors),
+            [(
+                file.display().to_string(),
+                Some("overflow_policy.drop_policy".to_owned()),
+                Some(2),
+                Some(15)
+            )]
         );
+        let message = &errors.problems[0].message;
+        assert!(
+            message.starts_with("worker.in_process_events has no overflow of its own"),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("set overflow = \"block\" in [mpsc_channels.worker.in_process_events]"),
+            "{message}"
+        );
+
+        // Where shared.ffi has no overflow of its own either, both channels are named, at the
+        // line of the base file that set the default.
+        static NO_FFI_OVERFLOW: layers::Shipped = layers::Shipped {
+            base: "[mpsc_channels.orchestration.command_processor]\ncommand_buffer_size = 1\n\
+                   [mpsc_channels.orchestration.event_listeners]\npgmq_event_buffer_size = 1\n\
+                   [mpsc_channels.task_readiness.event_channel]\nbuffer_size = 1\n\
+                   [mpsc_channels.worker.command_processor]\ncommand_buffer_size = 1\n\
+                   [mpsc_channels.worker.in_process_events]\nbroadcast_buffer_size = 1\n\
+                   [mpsc_channels.shared.event_publisher]\nevent_queue_buffer_size = 1\n\
+                   [mpsc_channels.shared.ffi]\nruby_event_buffer_size = 1\n\
+                   [mpsc_channels.overflow_policy]\nlog_warning_threshold = 0.8\n\
+                   drop_policy = \"drop_oldest\"\n",
+            environments: &[("test", "")],
+        };
+        let errors =
+            Config::load_from(&options(Some("test"), None), no_env, &NO_FFI_OVERFLOW).unwrap_err();
+        let base = shipped("base/mpsc_channels.toml");
+        let key = Some("overflow_policy.drop_policy".to_owned());
+        assert_eq!(
+            locations(&errors),
+            [
+                (base.clone(), key.clone(), Some(17), Some(15)),
+                (base, key, Some(17), Some(15))
+            ]
+        );
+        assert!(errors.problems[0]
+            .message
+            .starts_with("shared.ffi has no overflow"));
+        assert!(errors.problems[1]
+            .message
+            .starts_with("worker.in_process_events has no overflow"));
+    }
+
+    #[test]
+    fn drop_oldest_stays_allowed_off_the_dispatch_side() {
+        let dir = TempDir::new();
+        dir.write(
+            "environments/test/mpsc_channels.toml",
+            "[mpsc_channels.overflow_policy]\ndrop_policy = \"drop_oldest\"\n\
+             [mpsc_channels.worker.in_process_events]\noverflow = \"error\"\n\
+             [mpsc_channels.shared.event_publisher]\noverflow = \"drop_oldest\"\n",
+        );
+        let config = load(Some("test"), Some(dir.path()));
+        let policy = |name: &str| config.channel(name).unwrap().overflow;
+        assert_eq!(policy("shared.event_publisher"), OverflowPolicy::DropOldest);
+        assert_eq!(
+            policy("worker.command_processor"),
+            OverflowPolicy::DropOldest
+        );
+        assert_eq!(policy("worker.in_process_events"), OverflowPolicy::Error);
+        assert_eq!(policy("shared.ffi"), OverflowPolicy::Error);
     }
 }

@@ -40,6 +40,38 @@ impl TempDir {
         path
     }
 
+    /// Makes a FIFO (named pipe) at `relative`, creating parent folders.
+    #[cfg(unix)]
+    pub(crate) fn mkfifo(&self, relative: &str) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let path = self.path.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+        // SAFETY: a valid, NUL-terminated path that lives for the call.
+        let status = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(
+            status,
+            0,
+            "mkfifo {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        path
+    }
+
+    /// Makes a symbolic link at `relative` pointing at `target`, creating parent folders.
+    #[cfg(unix)]
+    pub(crate) fn symlink(&self, relative: &str, target: &Path) -> PathBuf {
+        let path = self.path.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::os::unix::fs::symlink(target, &path).expect("create symlink");
+        path
+    }
+
     pub(crate) fn mkdir(&self, relative: &str) -> PathBuf {
         let path = self.path.join(relative);
         std::fs::create_dir_all(&path).expect("create dir");

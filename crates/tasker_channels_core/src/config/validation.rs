@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use toml_edit::{ImDocument, Item, Key, TableLike, Value};
 
+use crate::config::layers::LayerFile;
 use crate::config::problems::{line_and_column, ConfigProblem};
 use crate::config::schema::{self, LeafKind, SchemaNode, ROOT_TABLE};
 use crate::policy::OverflowPolicy;
@@ -278,7 +279,10 @@ fn check_leaf(kind: LeafKind, item: &Item) -> Result<toml::Value, String> {
         LeafKind::Overflow | LeafKind::DropPolicy => match value {
             Some(Value::String(name)) => match name.value().parse::<OverflowPolicy>() {
                 Ok(policy) => Ok(toml::Value::String(policy.as_str().to_owned())),
-                Err(unknown) => Err(format!("{unknown}; use one of the valid names")),
+                Err(unknown) => Err(match policy_suggestion(name.value()) {
+                    Some(policy) => format!("{unknown}; did you mean \"{policy}\"?"),
+                    None => format!("{unknown}; use one of the valid names"),
+                }),
             },
             _ => Err(format!(
                 "overflow policy must be a string, one of {}; got {}",
@@ -287,6 +291,25 @@ fn check_leaf(kind: LeafKind, item: &Item) -> Result<toml::Value, String> {
             )),
         },
     }
+}
+
+/// The policy a misspelt name most likely meant: the same words written with `-`, spaces or
+/// capitals (`"Drop-Oldest"`), else a near miss (`"dropp"`).
+fn policy_suggestion(name: &str) -> Option<&'static str> {
+    let normalized: String = name
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    let names = OverflowPolicy::ALL.map(OverflowPolicy::as_str);
+    names
+        .iter()
+        .copied()
+        .find(|policy| *policy == normalized)
+        .or_else(|| did_you_mean(&normalized, &names))
 }
 
 fn unknown_key_message(
@@ -388,38 +411,80 @@ fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
     current.insert(leaf.clone(), value);
 }
 
-/// The buffer Ruby publishes into: an event `publish` accepted is never dropped.
-const RUBY_EVENT_CHANNEL: &str = "shared.ffi";
+/// The channels dispatchers take events from. Each holds events `publish` already accepted
+/// (`shared.ffi`, and `worker.in_process_events` on their way on), so neither may evict one
+/// to make room: `drop_oldest` there is refused, wherever the policy comes from.
+const DISPATCH_SIDE_CHANNELS: [&str; 2] = ["shared.ffi", "worker.in_process_events"];
 
 /// Rules on the merged result, where a value is wrong only in combination (the policy a
 /// channel ends up with may come from `overflow_policy.drop_policy` in another file).
-pub(super) fn check_effective(config: &super::Config) -> Vec<ConfigProblem> {
+/// `files` are the merged layers, lowest first, as `Config::layers` names them, so each
+/// problem is located at the value that caused it.
+pub(super) fn check_effective(config: &super::Config, files: &[LayerFile]) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
-    if let Some(ffi) = config.channel(RUBY_EVENT_CHANNEL) {
-        if ffi.overflow == OverflowPolicy::DropOldest {
-            let own_key = format!("{RUBY_EVENT_CHANNEL}.{}", schema::OVERFLOW_KEY);
-            let key = if config.source(&own_key).is_some() {
-                own_key
-            } else {
-                format!("{}.{}", schema::POLICY_TABLE, schema::DROP_POLICY_KEY)
-            };
-            let file = config
-                .overflow_source(RUBY_EVENT_CHANNEL)
-                .unwrap_or_default();
-            problems.push(
-                ConfigProblem::in_file(
-                    file,
-                    format!(
-                        "{RUBY_EVENT_CHANNEL} cannot use \"drop_oldest\": it would discard events \
-                         publish already accepted; use \"error\" (publish raises \
-                         Tasker::Backpressure), \"block\" or \"drop\""
-                    ),
-                )
-                .with_key(key),
-            );
+    for channel in DISPATCH_SIDE_CHANNELS {
+        let Some(spec) = config.channel(channel) else {
+            continue;
+        };
+        if spec.overflow != OverflowPolicy::DropOldest {
+            continue;
         }
+        let own_key = format!("{channel}.{}", schema::OVERFLOW_KEY);
+        let (key, message) = if config.source(&own_key).is_some() {
+            let message = format!(
+                "{channel} cannot use \"drop_oldest\": it would discard events publish already \
+                 accepted; use {}",
+                dispatch_side_alternatives(channel)
+            );
+            (own_key, message)
+        } else {
+            let message = format!(
+                "{channel} has no overflow of its own, so it would take this \"drop_oldest\" \
+                 and discard events publish already accepted; choose another drop_policy, or \
+                 set overflow = \"block\" in [{ROOT_TABLE}.{channel}]"
+            );
+            let key = format!("{}.{}", schema::POLICY_TABLE, schema::DROP_POLICY_KEY);
+            (key, message)
+        };
+        problems.push(located(config, files, key, message));
     }
     problems
+}
+
+fn dispatch_side_alternatives(channel: &str) -> &'static str {
+    if channel == "shared.ffi" {
+        "\"error\" (publish raises Tasker::Backpressure), \"block\" or \"drop\""
+    } else {
+        "\"block\", \"drop\" or \"error\" (they refuse a new Rust-emitted event when full, \
+         never a queued one)"
+    }
+}
+
+/// A problem with the merged value at `key`, located in the layer file that set it.
+fn located(
+    config: &super::Config,
+    files: &[LayerFile],
+    key: String,
+    message: String,
+) -> ConfigProblem {
+    let layer = config.sources.get(&key).and_then(|&index| files.get(index));
+    let file = layer.map(|layer| layer.name.clone()).unwrap_or_default();
+    // Every layer was checked as UTF-8 before the merge; were one not, it goes unlocated.
+    let text = layer.and_then(|layer| std::str::from_utf8(&layer.contents).ok());
+    let offset = text.and_then(|text| value_offset(text, &key));
+    ConfigProblem::in_file(file, message)
+        .with_key(key)
+        .at_offset(text.unwrap_or_default(), offset)
+}
+
+/// Where the value at `dotted` (a path under `[mpsc_channels]`) starts in `text`.
+fn value_offset(text: &str, dotted: &str) -> Option<usize> {
+    let document = ImDocument::parse(text).ok()?;
+    let mut item = document.as_table().get(ROOT_TABLE)?;
+    for segment in dotted.split('.') {
+        item = item.as_table_like()?.get(segment)?;
+    }
+    item.span().map(|span| span.start)
 }
 
 #[cfg(test)]
@@ -774,6 +839,38 @@ mod tests {
                 problem.message
             );
         }
+    }
+
+    #[test]
+    fn misspelt_policy_names_get_a_suggestion() {
+        for (written, meant) in [
+            ("drop-oldest", "drop_oldest"),
+            ("Drop Oldest", "drop_oldest"),
+            ("dropoldest", "drop_oldest"),
+            ("BLOCK", "block"),
+            ("dropp", "drop"),
+            ("eror", "error"),
+        ] {
+            let problem = only_problem(&format!(
+                "[mpsc_channels.shared.ffi]\noverflow = \"{written}\"\n"
+            ));
+            assert!(
+                problem
+                    .message
+                    .ends_with(&format!("; did you mean \"{meant}\"?")),
+                "{written}: {}",
+                problem.message
+            );
+            assert!(problem
+                .message
+                .starts_with(&format!("unknown overflow policy \"{written}\" (valid: ")));
+        }
+        let problem = only_problem("[mpsc_channels.overflow_policy]\ndrop_policy = \"discard\"\n");
+        assert!(
+            problem.message.ends_with("; use one of the valid names"),
+            "{}",
+            problem.message
+        );
     }
 
     #[test]
