@@ -121,7 +121,7 @@ module BadInputCatalogue
     ["a nil key", { nil => "none" }, TypeError, /NilClass key/],
     ["a key that is not UTF-8", { "\xFF" => 1 }, ArgumentError, /String key that is not valid UTF-8/],
     ["a Proc", { callback: -> {} }, TypeError, /payload\[:callback\] is a Proc/],
-    ["a Time", { at: Time.now }, TypeError, /payload\[:at\] is a Time/],
+    ["a Range", { span: (1..2) }, TypeError, /payload\[:span\] is a Range/],
     ["a Rational", { ratio: 1/3r }, TypeError, /is a Rational/],
     ["a Struct", { record: PAYLOAD_STRUCT.new(1) }, TypeError, /payload\[:record\] is a/],
     ["a frozen hash holding an Object", { user: Object.new }.freeze, TypeError, /payload\[:user\]/]
