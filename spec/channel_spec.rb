@@ -4,7 +4,7 @@ require "open3"
 require "rbconfig"
 require "timeout"
 
-# SPEC §4: the Ruby handle on a configured channel. Each overflow policy, pop, close and the
+# docs/design.md §4: the Ruby handle on a configured channel. Each overflow policy, pop, close and the
 # refusals are checked through the handle and the runtime's counters.
 RSpec.describe "Tasker::Channels::Channel", :ffi do
   let(:name) { "worker.command_processor" }

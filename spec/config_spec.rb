@@ -54,7 +54,7 @@ RSpec.describe Tasker::Channels::Config do
     }
   end
 
-  # SPEC §3.1: base values, with each environment's overrides applied, in capacity_keys order.
+  # docs/design.md §3: base values, with each environment's overrides applied, in capacity_keys order.
   let(:shipped_capacities) do
     {
       "base" => [1000, 10_000, 1000, 1000, 1000, 5000, 1000],
@@ -70,7 +70,7 @@ RSpec.describe Tasker::Channels::Config do
 
   describe "shipped values" do
     %w[production development test].each do |environment|
-      it "match the SPEC table for #{environment}" do
+      it "match the shipped values table for #{environment}" do
         config = described_class.load(environment:)
         expect(config.environment).to eq(environment)
         expect(capacities(config)).to eq(shipped_capacities.fetch(environment))

@@ -3,7 +3,7 @@
 require "open3"
 require "rbconfig"
 
-# SPEC §6: stats rows, Prometheus metrics and the saturation warning.
+# docs/design.md §6: stats rows, Prometheus metrics and the saturation warning.
 module ObservabilitySpec
   STATS_KEYS = %i[
     channel component capacity length usage_percent high_water_mark policy sent received dropped

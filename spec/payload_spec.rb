@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# SPEC §5 payload rules, through a channel's push and pop: what goes in comes out equal,
+# docs/design.md §5 payload rules, through a channel's push and pop: what goes in comes out equal,
 # with its key kinds, deep-frozen; anything else is refused with the right error class and
 # the path to the offending value, and nothing is enqueued.
 RSpec.describe "Payloads through Channel#push and #pop", :ffi do

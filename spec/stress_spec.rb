@@ -110,7 +110,7 @@ module StressScale
   RUBY
 end
 
-RSpec.describe "Stress: SPEC §1 promises under load", :stress do
+RSpec.describe "Stress: the bus's promises under load", :stress do
   def config_dir_with(toml)
     dir = Dir.mktmpdir("tasker-stress")
     (@stress_dirs ||= []) << dir

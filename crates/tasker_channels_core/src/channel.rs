@@ -1,4 +1,4 @@
-//! Bounded, monitored channels that apply their overflow policy (SPEC §4).
+//! Bounded, monitored channels that apply their overflow policy (docs/design.md §4).
 //!
 //! Owns the queue, its wake-ups, the policy decision on every send, and feeding the
 //! channel's counters and saturation watch. It must never grow beyond the configured

@@ -1,4 +1,4 @@
-//! The in-process event bus (SPEC §5): from publishers to the dispatch side.
+//! The in-process event bus (docs/design.md §5): from publishers to the dispatch side.
 //!
 //! Owns the route events take — Ruby publishes into `shared.ffi`, which dispatchers read
 //! directly (one hop); Rust emits into `shared.event_publisher`, from which a forwarder task

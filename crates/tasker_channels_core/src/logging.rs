@@ -1,4 +1,4 @@
-//! Log output for the crate's `tracing` events (SPEC §6).
+//! Log output for the crate's `tracing` events (docs/design.md §6).
 //!
 //! Owns installing a stderr subscriber filtered by `TASKER_LOG` (default `warn`). It must
 //! never panic, never replace a subscriber the host application already installed, and

@@ -1,7 +1,7 @@
 //! Per-channel counters, their snapshots, and the Prometheus text they render to.
 //!
 //! Owns the lock-free counters a channel bumps on its hot path, the send-wait histogram,
-//! the [`ChannelStats`] shape of SPEC §6, and the text exposition format (0.0.4). It must
+//! the [`ChannelStats`] shape of the design (docs/design.md §6), and the text exposition format (0.0.4). It must
 //! never take a lock, allocate, or grow on the hot path: every counter is a fixed atomic,
 //! and memory never depends on how many messages flow.
 
@@ -286,7 +286,7 @@ impl HistogramSnapshot {
     }
 }
 
-/// One channel's row of `stats` (SPEC §6), plus `full_events`.
+/// One channel's row of `stats` (docs/design.md §6), plus `full_events`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelStats {
     pub channel: String,
@@ -506,7 +506,7 @@ pub const MESSAGES_DROPPED: &str = "mpsc_channel_messages_dropped_total";
 pub const FULL_EVENTS: &str = "mpsc_channel_full_events_total";
 pub const SEND_WAIT_SECONDS: &str = "mpsc_channel_send_wait_seconds";
 
-/// Appends the channel families of SPEC §6, one header per family, one series per channel.
+/// Appends the channel families the design lists (docs/design.md §6), one header per family, one series per channel.
 pub fn write_channel_families(out: &mut PrometheusText, samples: &[ChannelSample]) {
     fn labels(s: &ChannelSample) -> [(&'static str, &str); 2] {
         [

@@ -8,7 +8,7 @@
 //!
 //! # Hooks and recursion
 //!
-//! The event bus (SPEC §5) turns notices into `channel.saturated`, `channel.recovered` and
+//! The event bus (docs/design.md §5) turns notices into `channel.saturated`, `channel.recovered` and
 //! `channel.overflow` events and enqueues them on `shared.event_publisher`. That enqueue can
 //! itself overflow and raise a notice. Two rules stop the loop:
 //! - a hook must only ever *try* to send (never wait), so it cannot block the sender that

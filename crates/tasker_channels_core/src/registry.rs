@@ -1,4 +1,4 @@
-//! Every configured channel, created once and found by name (SPEC §4, §6).
+//! Every configured channel, created once and found by name (docs/design.md §4).
 //!
 //! Owns building one [`MonitoredChannel`] per [`ChannelSpec`], lookup by name, and the
 //! whole-registry views (`stats`, Prometheus text, closing). It must never create a channel

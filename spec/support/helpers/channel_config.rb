@@ -9,7 +9,7 @@ require "tmpdir"
 #   rt = channel_runtime("worker.command_processor" => { capacity: 4, overflow: "drop" })
 #   rt.channel("worker.command_processor").capacity # => 4
 module ChannelConfigHelpers
-  # The capacity key of every channel table (SPEC §3.1), by channel name.
+  # The capacity key of every channel table (docs/design.md §3), by channel name.
   CAPACITY_KEYS = {
     "orchestration.command_processor" => "command_buffer_size",
     "orchestration.event_listeners" => "pgmq_event_buffer_size",

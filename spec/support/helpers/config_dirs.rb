@@ -6,7 +6,7 @@ require "tmpdir"
 # Temporary config dirs and environment variables for configuration specs.
 module ConfigDirHelpers
   CONFIG_VARS = %w[TASKER_ENV TASKER_CONFIG_DIR].freeze
-  # Every configured channel, in the order Config#channels lists them (SPEC §3.1).
+  # Every configured channel, in the order Config#channels lists them (docs/design.md §3).
   CHANNEL_NAMES = %w[
     orchestration.command_processor orchestration.event_listeners task_readiness.event_channel
     worker.command_processor worker.in_process_events shared.event_publisher shared.ffi

@@ -1,4 +1,4 @@
-//! Which files make up a configuration, in which order, and how they combine (SPEC §3.2):
+//! Which files make up a configuration, in which order, and how they combine (docs/design.md §3):
 //! the shipped base; then either the shipped environment override, or a config dir's
 //! `base/` and `environments/<env>/` files. A later layer replaces scalars and merges tables,
 //! and every leaf remembers the layer that set it.
@@ -18,7 +18,7 @@ use crate::config::LoadOptions;
 pub const ENVIRONMENT_VAR: &str = "TASKER_ENV";
 /// The process environment variable naming the config dir when the caller does not.
 pub const CONFIG_DIR_VAR: &str = "TASKER_CONFIG_DIR";
-/// The environment when neither the argument nor `TASKER_ENV` names one (SPEC §3.2).
+/// The environment when neither the argument nor `TASKER_ENV` names one (docs/design.md §3).
 pub(crate) const FALLBACK_ENVIRONMENT: &str = "development";
 /// How the compiled-in files are named when the caller gives no label.
 pub(crate) const DEFAULT_SHIPPED_LABEL: &str = "config/tasker";

@@ -1,4 +1,4 @@
-//! Layered, validated channel configuration (SPEC §3).
+//! Layered, validated channel configuration (docs/design.md §3).
 //!
 //! Owns reading the shipped base TOML (the only source of defaults), merging layers with
 //! provenance, validating every key, and the per-channel view. It must never create
@@ -253,7 +253,7 @@ mod tests {
         config.channel(channel).unwrap().capacity
     }
 
-    /// Capacities of the SPEC §3.1 table, in table order.
+    /// Capacities of the shipped values table, in table order.
     const TABLE_CHANNELS: [&str; 7] = [
         "orchestration.command_processor",
         "orchestration.event_listeners",
