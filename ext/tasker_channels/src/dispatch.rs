@@ -28,6 +28,21 @@ struct Counts {
     handler_errors: u64,
 }
 
+/// Where a batch's matching stands: the subscription table in use, and the previous
+/// event's name and matches (a batch mostly repeats a name, and an interned name is the same
+/// object each time). The remembered name stays referenced from this stack frame, so the GC
+/// can neither free nor move it meanwhile.
+struct Cursor {
+    list: Arc<List>,
+    last: Option<LastMatch>,
+}
+
+struct LastMatch {
+    name: Value,
+    generation: u64,
+    matches: Arc<[u32]>,
+}
+
 /// Delivers `batch` (taken from `bus`); returns how many events reached a handler. On an
 /// unwind the undelivered rest goes back to the bus and the unwind is returned.
 pub fn deliver(
@@ -39,7 +54,10 @@ pub fn deliver(
 ) -> Result<usize, Error> {
     let bus_key = state.bus_key(bus);
     let mut counts = Counts::default();
-    let mut list = state.subscribers.load();
+    let mut cursor = Cursor {
+        list: state.subscribers.load(),
+        last: None,
+    };
     let mut messages = batch.into_iter();
     while let Some(message) = messages.next() {
         let outcome = deliver_one(
@@ -47,7 +65,7 @@ pub fn deliver(
             state,
             runtime,
             bus_key,
-            &mut list,
+            &mut cursor,
             &message,
             &mut counts,
         );
@@ -79,7 +97,7 @@ fn deliver_one(
     state: &State,
     runtime: Value,
     bus_key: usize,
-    list: &mut Arc<List>,
+    cursor: &mut Cursor,
     message: &Message,
     counts: &mut Counts,
 ) -> Result<(), Unwind> {
@@ -111,7 +129,7 @@ fn deliver_one(
             return Ok(());
         }
     };
-    let outcome = run_handlers(ruby, state, runtime, list, &fields, counts);
+    let outcome = run_handlers(ruby, state, runtime, cursor, &fields, counts);
     let started = !matches!(outcome, Err(Unwind { started: false, .. }));
     if let (true, Some(slot)) = (started, slot) {
         state.slots.release(ruby, bus_key, slot);
@@ -123,10 +141,11 @@ fn run_handlers(
     ruby: &Ruby,
     state: &State,
     runtime: Value,
-    list: &mut Arc<List>,
+    cursor: &mut Cursor,
     fields: &EventFields,
     counts: &mut Counts,
 ) -> Result<(), Unwind> {
+    let Cursor { list, last } = cursor;
     let subscribers = &state.subscribers;
     if !subscribers.is_current(list) {
         *list = subscribers.load();
@@ -137,12 +156,27 @@ fn run_handlers(
     };
     // Nothing has run yet: an unwind here (an interrupt during a Regexp match) hands this
     // event back too.
-    let mut matches = subscribers
-        .matching(ruby, list, fields.name, 0)
-        .map_err(|error| Unwind {
-            error,
-            started: false,
-        })?;
+    let mut matches = match last {
+        Some(seen)
+            if seen.name.as_raw() == fields.name.as_raw() && seen.generation == list.generation =>
+        {
+            Arc::clone(&seen.matches)
+        }
+        _ => {
+            let found = subscribers
+                .matching(ruby, list, fields.name, 0)
+                .map_err(|error| Unwind {
+                    error,
+                    started: false,
+                })?;
+            *last = Some(LastMatch {
+                name: fields.name,
+                generation: list.generation,
+                matches: Arc::clone(&found),
+            });
+            found
+        }
+    };
     if matches.is_empty() {
         counts.unmatched += 1;
         return Ok(());

@@ -10,6 +10,7 @@ mod errors;
 mod event_object;
 mod gvl;
 mod gvl_cell;
+mod names;
 mod payload_conversion;
 mod runtime;
 mod slot_table;

@@ -6,6 +6,7 @@
 //! and rebuilding the bus on first use in a forked child. It must never put a Ruby object
 //! into the bus, never wait while holding the GVL, and never block in `Drop`.
 
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
@@ -16,6 +17,7 @@ use magnus::{
     function, gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RArray, RHash,
     RModule, RString, Ruby, Symbol, TypedData, Value,
 };
+use rb_sys::VALUE;
 use tasker_channels_core::channel::{MonitoredChannel, SendError, SendErrorKind, SendWait};
 use tasker_channels_core::config::Config;
 use tasker_channels_core::event::{validate_name, EventRef, Message};
@@ -30,6 +32,7 @@ use crate::config::{load_config, RbConfig};
 use crate::dispatch;
 use crate::errors::{backpressure, closed_error, guard, tasker_error};
 use crate::gvl::deadline_from_seconds;
+use crate::names::NameCache;
 use crate::payload_conversion;
 use crate::slot_table::SlotTable;
 use crate::subscribers::{Selector, Shape, Subscribers};
@@ -118,6 +121,7 @@ pub struct State {
     handle: Arc<BusHandle>,
     pub slots: SlotTable,
     pub subscribers: Subscribers,
+    names: NameCache,
     /// The bus `publish` last used: a different one means this process is a fork child
     /// that went through no Ruby fork hook (`Process.daemon`), whose dispatchers must be
     /// restarted.
@@ -142,6 +146,7 @@ impl DataTypeFunctions for Runtime {
         if let Some(state) = self.state.get() {
             state.slots.mark(marker);
             state.subscribers.mark(marker);
+            state.names.mark(marker);
         }
     }
 }
@@ -152,7 +157,20 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     class.define_private_method("_setup", method!(Runtime::setup, 3))?;
     class.define_method("config", method!(Runtime::config, 0))?;
     class.define_private_method("_channel", method!(Runtime::channel, 1))?;
-    class.define_method("publish", method!(Runtime::publish, -1))?;
+    // publish is the hot path: bound by hand (see `publish_entry`).
+    // SAFETY: the function has the (argc, argv, self) signature arity -1 declares.
+    unsafe {
+        let entry: unsafe extern "C" fn(c_int, *const VALUE, VALUE) -> VALUE = publish_entry;
+        rb_sys::rb_define_method(
+            class.as_raw(),
+            c"publish".as_ptr(),
+            Some(std::mem::transmute::<
+                unsafe extern "C" fn(c_int, *const VALUE, VALUE) -> VALUE,
+                unsafe extern "C" fn() -> VALUE,
+            >(entry)),
+            -1,
+        );
+    }
     class.define_private_method("_subscribe", method!(Runtime::subscribe, 2))?;
     class.define_private_method("_unsubscribe", method!(Runtime::unsubscribe, 1))?;
     class.define_private_method("_dispatch", method!(Runtime::dispatch, 1))?;
@@ -208,6 +226,7 @@ impl Runtime {
                 handle,
                 slots: SlotTable::new(ruby, limit),
                 subscribers: Subscribers::default(),
+                names: NameCache::default(),
                 last_bus: AtomicUsize::new(first_bus),
             };
             let _ = rb_self.state.set(state);
@@ -233,11 +252,16 @@ impl Runtime {
     }
 
     /// `publish(name, payload = {}, wait: 0)` or `publish(name, **payload)` → event id.
-    fn publish(ruby: &Ruby, rb_self: Obj<Self>, args: &[Value]) -> Result<u64, Error> {
-        guard(|| {
+    fn publish(
+        ruby: &Ruby,
+        rb_self: &Self,
+        self_value: Value,
+        args: &[Value],
+    ) -> Result<u64, Error> {
+        {
             let state = rb_self.state(ruby)?;
             let (name, payload, wait) = publish_arguments(ruby, args)?;
-            let name = event_name(ruby, name)?;
+            let name = state.names.resolve(ruby, name)?;
             if !payload.is_frozen() {
                 payload.freeze();
             }
@@ -245,7 +269,7 @@ impl Runtime {
             let bus_key = state.bus_key(&bus);
             if state.last_bus.swap(bus_key, Ordering::Relaxed) != bus_key {
                 // A forked child no Ruby hook told about: restart what the parent ran here.
-                let _: Value = rb_self.funcall("after_fork_in_child", ())?;
+                let _: Value = self_value.funcall("after_fork_in_child", ())?;
             }
             let deadline = match wait {
                 None => None,
@@ -277,7 +301,7 @@ impl Runtime {
             };
             state.slots.release(ruby, bus_key, slot);
             Err(refused)
-        })
+        }
     }
 
     /// `_subscribe(pattern, handler)` → subscription id.
@@ -489,6 +513,52 @@ fn pending_everywhere(ruby: &Ruby) -> Result<RArray, Error> {
     Ok(report)
 }
 
+/// `Runtime#publish`, bound without magnus's method wrapper: on the publish path its self
+/// conversion and handle lookup cost as much as the rest of the call. Same contract: no
+/// panic crosses into Ruby (`guard`), and an error is raised only once every Rust value of
+/// the call has been dropped.
+unsafe extern "C" fn publish_entry(argc: c_int, argv: *const VALUE, rb_self: VALUE) -> VALUE {
+    // SAFETY: Ruby calls this on a Ruby thread holding the GVL.
+    let ruby = Ruby::get_unchecked();
+    let result = guard(|| {
+        let data_type = (Runtime::data_type() as *const magnus::typed_data::DataType).cast();
+        // SAFETY: `rb_self` is a live object; a typed-data object of our type holds a
+        // `Runtime` (DataType is a transparent wrapper of rb_data_type_t).
+        let runtime = unsafe {
+            if !rb_sys::RB_TYPE_P(rb_self, rb_sys::ruby_value_type::RUBY_T_DATA)
+                || !rb_sys::RTYPEDDATA_P(rb_self)
+                || rb_sys::RTYPEDDATA_TYPE(rb_self) != data_type
+            {
+                return Err(tasker_error(
+                    &ruby,
+                    "publish called on something that is not a Runtime",
+                ));
+            }
+            &*(rb_sys::RTYPEDDATA_GET_DATA(rb_self) as *const Runtime)
+        };
+        let argc = usize::try_from(argc).unwrap_or(0);
+        let mut args = [ruby.qnil().as_value(); 3];
+        if argc > args.len() {
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                format!("wrong number of arguments (given {argc}, expected 1..2): publish(name, payload = {{}}, wait: 0)"),
+            ));
+        }
+        for (index, arg) in args.iter_mut().enumerate().take(argc) {
+            // SAFETY: Ruby passes `argc` live arguments at `argv`.
+            *arg = unsafe { Value::from_raw(*argv.add(index)) };
+        }
+        // SAFETY: as above.
+        let self_value = unsafe { Value::from_raw(rb_self) };
+        Runtime::publish(&ruby, runtime, self_value, &args[..argc])
+    });
+    match result {
+        Ok(id) => ruby.integer_from_u64(id).as_raw(),
+        // SAFETY: nothing of this call is left to drop; raising unwinds into Ruby.
+        Err(error) => magnus::rb_sys::resume_error(error),
+    }
+}
+
 /// Splits `publish`'s arguments: `(name)`, `(name, payload)`, either with `wait:`, or
 /// `(name, **payload)` where every keyword but `wait` is the payload.
 fn publish_arguments(ruby: &Ruby, args: &[Value]) -> Result<(Value, RHash, Option<f64>), Error> {
@@ -592,52 +662,6 @@ fn publish_ref(
             _ => unreachable!("publish only sends references"),
         },
     )
-}
-
-/// An event name as handlers see it: an interned frozen String (the same object for every
-/// publish of a name), checked against the naming rules.
-fn event_name(ruby: &Ruby, name: Value) -> Result<Value, Error> {
-    let string = if let Some(symbol) = Symbol::from_value(name) {
-        // SAFETY: GVL held; Symbol#name's String is frozen and interned.
-        unsafe { Value::from_raw(rb_sys::rb_sym2str(symbol.as_raw())) }
-    } else if RString::from_value(name).is_some() {
-        // SAFETY: GVL held; returns the interned frozen copy (itself when already interned).
-        unsafe { Value::from_raw(rb_sys::rb_str_to_interned_str(name.as_raw())) }
-    } else {
-        return Err(Error::new(
-            ruby.exception_type_error(),
-            format!("event name must be a String or Symbol, got {}", unsafe {
-                name.classname()
-            }),
-        ));
-    };
-    // SAFETY: `string` is a live String on this frame; the bytes are only read here.
-    let bytes = unsafe {
-        let raw = string.as_raw();
-        let len = rb_sys::RSTRING_LEN(raw) as usize;
-        if len == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(rb_sys::RSTRING_PTR(raw).cast::<u8>(), len)
-        }
-    };
-    // SAFETY: GVL held; reads the String's encoding index.
-    let utf8_compatible = unsafe {
-        let index = rb_sys::rb_enc_get_index(string.as_raw());
-        index == rb_sys::rb_utf8_encindex() || index == rb_sys::rb_usascii_encindex()
-    };
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|text| utf8_compatible || text.is_ascii())
-        .ok_or_else(|| {
-            Error::new(
-                ruby.exception_arg_error(),
-                "event name must be a valid UTF-8 String (or ASCII in any encoding)",
-            )
-        })?;
-    validate_name(text)
-        .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-    Ok(string)
 }
 
 /// The name and payload of an event that crosses into Rust: plain data by the payload rules.

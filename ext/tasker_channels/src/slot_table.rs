@@ -8,6 +8,7 @@
 //! more slots than its limit, and never keep a slot after its event was delivered, refused
 //! or left behind by a fork.
 
+use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{gc, prelude::*, value::Opaque, RArray, Ruby, Value};
 
 use crate::gvl_cell::GvlCell;
@@ -79,9 +80,20 @@ impl SlotTable {
             Err(false) => return None,
         };
         let at = 2 * slot as isize;
-        // Payload first, so the Array grows once when a new slot is appended.
-        array.store(at + 1, payload).ok()?;
-        array.store(at, name).ok()?;
+        if at + 1 < array.len() as isize {
+            // A reused slot: write in place (with the GC's write barrier), skipping the
+            // checks `store` makes for growth.
+            // SAFETY: GVL held; the Array is ours, neither frozen nor shared, and `at + 1`
+            // is within its length.
+            unsafe {
+                rb_sys::RARRAY_ASET(array.as_raw(), at, name.as_raw());
+                rb_sys::RARRAY_ASET(array.as_raw(), at + 1, payload.as_raw());
+            }
+        } else {
+            // Payload first, so the Array grows once when a new slot is appended.
+            array.store(at + 1, payload).ok()?;
+            array.store(at, name).ok()?;
+        }
         Some(slot)
     }
 
@@ -90,12 +102,17 @@ impl SlotTable {
     pub fn get(&self, ruby: &Ruby, slot: u32) -> (Value, Value) {
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
-        (
-            array.entry(at).unwrap_or_else(|_| ruby.qnil().as_value()),
-            array
-                .entry(at + 1)
-                .unwrap_or_else(|_| ruby.qnil().as_value()),
-        )
+        if at + 1 >= array.len() as isize {
+            // Only a slot dropped by a fork's reset can be out of range.
+            return (ruby.qnil().as_value(), ruby.qnil().as_value());
+        }
+        // SAFETY: GVL held; `at + 1` is within the Array's length.
+        unsafe {
+            (
+                Value::from_raw(rb_sys::RARRAY_AREF(array.as_raw(), at)),
+                Value::from_raw(rb_sys::RARRAY_AREF(array.as_raw(), at + 1)),
+            )
+        }
     }
 
     /// Lets go of `slot`'s name and payload and makes it free for the next event.
@@ -103,9 +120,13 @@ impl SlotTable {
     pub fn release(&self, ruby: &Ruby, bus: usize, slot: u32) {
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
-        let nil = ruby.qnil();
-        let _ = array.store(at, nil);
-        let _ = array.store(at + 1, nil);
+        if at + 1 < array.len() as isize {
+            // SAFETY: as in `hold`.
+            unsafe {
+                rb_sys::RARRAY_ASET(array.as_raw(), at, rb_sys::Qnil as _);
+                rb_sys::RARRAY_ASET(array.as_raw(), at + 1, rb_sys::Qnil as _);
+            }
+        }
         self.state.with(|slots| {
             // A slot of a bus from before a fork was already dropped with the rest.
             if slots.bus == bus && slot < slots.allocated {

@@ -213,14 +213,7 @@ impl Subscribers {
 /// GVL held; `name` is a live, frozen String whose bytes are valid UTF-8 (publish checked
 /// them), and the result is not used across a call into Ruby.
 unsafe fn string_text<'a>(name: Value) -> &'a str {
-    use magnus::rb_sys::AsRawValue;
-    let raw = name.as_raw();
-    let len = rb_sys::RSTRING_LEN(raw) as usize;
-    if len == 0 {
-        return "";
-    }
-    let bytes = std::slice::from_raw_parts(rb_sys::RSTRING_PTR(raw).cast::<u8>(), len);
-    std::str::from_utf8_unchecked(bytes)
+    std::str::from_utf8_unchecked(crate::names::string_bytes(name))
 }
 
 /// How many names the cache remembers: a direct-mapped table, so a worker with more distinct
