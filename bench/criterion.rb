@@ -20,7 +20,8 @@ module Bench
     COMMAND = %w[cargo bench -p tasker_channels_core --bench channels].freeze
     # Criterion's command-line timings; the bench's groups may set their own.
     SHORT_TIMINGS = %w[-- --warm-up-time 1 --measurement-time 2].freeze
-    NUMBER = /\A\d+(?:\.\d+)?\z/
+    # The table prints "inf" for a ratio over a zero minimum.
+    NUMBER = /\A(?:\d+(?:\.\d+)?|inf)\z/
 
     module_function
 
@@ -110,7 +111,7 @@ module Bench
         producers, channel, *numbers = line.split
         next unless channel && numbers.size >= 2 && numbers.all? { |n| n.match?(NUMBER) }
 
-        median_ms, ratio, *more = numbers.map { |n| Float(n) }
+        median_ms, ratio, *more = numbers.map { |n| n == "inf" ? Float::INFINITY : Float(n) }
         { producers: producers, channel: channel, median_ms: median_ms, ratio: ratio, more: more }
       end
     end
@@ -128,8 +129,8 @@ module Bench
 
     def budget_row(producers, monitored, raw, budget)
       ratio = monitored[:median_ms] / raw[:median_ms]
-      # The table's next column is the minimum, its best-of figure.
-      best = monitored[:more].first / raw[:more].first if monitored[:more].any? && raw[:more].any?
+      # The table's next column is the minimum, its best-of figure (none over a zero minimum).
+      best = monitored[:more].first / raw[:more].first if monitored[:more].any? && raw[:more].first&.positive?
       Row.new(id: "criterion.monitored_vs_raw_pair.#{producers}",
               benchmark: "monitored vs raw-pair channel, #{producers}",
               ours: monitored[:median_ms], baseline: raw[:median_ms], unit: "ms", ratio: ratio, ratio_best: best,
