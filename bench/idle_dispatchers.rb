@@ -1,11 +1,12 @@
 # frozen_string_literal: true
 
-# (e) What idle dispatchers cost the rest of the process: the speed of a CPU-bound Ruby
+# idle_dispatchers: what idle dispatchers cost the rest of the process: the speed of a CPU-bound Ruby
 # thread (busy-loop iterations in a fixed wall time) while two dispatcher threads wait for
 # events that never come, against the same thread with no runtime at all.
 #
 # A waiting dispatcher sits in Rust without the GVL and comes back to Ruby once per wait
-# slice (100 ms) to let interrupts through; those returns are all it can cost. A control
+# slice (2 s off the main thread, 100 ms on it) to let interrupts through; those returns are
+# all it can cost. A control
 # mode runs two plain Ruby threads blocked in Queue#pop instead: on a shared machine the
 # spread between rounds is wide, and the control shows how far "no cost at all" strays.
 # Each round runs every mode back to back (in rotating order); a ratio is the median over
@@ -28,7 +29,7 @@ module Bench
     module_function
 
     def title
-      "(e) CPU-bound thread while dispatchers wait idle"
+      "idle_dispatchers: a CPU-bound thread while dispatchers wait"
     end
 
     def run(log: nil)
@@ -91,7 +92,7 @@ module Bench
 
     def with_dispatchers(&)
       runtime = Tasker::Channels::Runtime.new(environment: "production", dispatch: :manual)
-      runtime.subscribe("never.published") { |_event| nil }
+      runtime.subscribe("never.published") { |_name, _payload| nil }
       runtime.start(threads: DISPATCHERS)
       settled(&) # the pause gives both dispatchers time to reach their GVL-free wait
     ensure
@@ -114,11 +115,11 @@ module Bench
 
     ROWS = {
       with_dispatchers: {
-        id: "e.cpu_bound", benchmark: "(e) CPU-bound thread, #{DISPATCHERS} idle dispatchers",
+        id: "idle_dispatchers.cpu_bound", benchmark: "CPU-bound thread, #{DISPATCHERS} idle dispatchers",
         goal: ">= #{(GOAL * 100).round}%", note: "ratio: median of per-round with/alone"
       },
       with_ruby_waiters: {
-        id: "e.cpu_bound_control", benchmark: "(e) control: #{DISPATCHERS} Ruby threads in Queue#pop",
+        id: "idle_dispatchers.control", benchmark: "control: #{DISPATCHERS} Ruby threads in Queue#pop",
         note: "context: what no cost at all measures on this machine"
       }
     }.freeze

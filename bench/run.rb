@@ -1,12 +1,13 @@
 # frozen_string_literal: true
 
 # Runs every benchmark under bench/ in one process (the memory storm spawns its own
-# subprocesses), prints one table — benchmark, ours, baseline, ratio, goal, met? — and writes
-# every figure to bench/results/latest.json. `rake bench` runs this after `rake compile`.
+# subprocesses), prints one table — benchmark, ours, baseline, ratio of the medians, ratio of
+# the best-of figures, goal, moonshot, met? — and writes every figure to
+# bench/results/latest.json. `rake bench` runs this after `rake compile`.
 #
 #   ruby -Ilib bench/run.rb
-#   BENCH_ONLY=a,c,f ruby -Ilib bench/run.rb      run a subset (letters as in docs/benchmarks.md)
-#   BENCH_OUTPUT=path                             write the JSON elsewhere
+#   BENCH_ONLY=publish_cost,throughput ruby -Ilib bench/run.rb   run a subset, by name
+#   BENCH_OUTPUT=path                                            write the JSON elsewhere
 #
 # Missed goals do not fail the run: the table says so. A benchmark that crashes is reported
 # in the table and the JSON, and makes the exit status 1 once everything else has run.
@@ -15,7 +16,9 @@ require "open3"
 require "time"
 require_relative "support"
 require_relative "publish_cost"
+require_relative "refused_publish"
 require_relative "throughput"
+require_relative "rust_to_ruby"
 require_relative "memory_storm"
 require_relative "wakeup_latency"
 require_relative "idle_dispatchers"
@@ -24,8 +27,14 @@ require_relative "criterion"
 module Bench
   module Runner
     BENCHMARKS = {
-      "a" => PublishCost, "b" => Throughput, "c" => MemoryStorm, "d" => WakeupLatency, "e" => IdleDispatchers,
-      "f" => Criterion
+      "publish_cost" => PublishCost, "refused_publish" => RefusedPublish, "throughput" => Throughput,
+      "rust_to_ruby" => RustToRuby, "memory_storm" => MemoryStorm, "wakeup_latency" => WakeupLatency,
+      "idle_dispatchers" => IdleDispatchers, "criterion" => Criterion
+    }.freeze
+    # The letters the benchmarks had before they were named (docs/benchmarks.md, History).
+    FORMER_LETTERS = {
+      "a" => "publish_cost", "b" => "throughput", "c" => "memory_storm", "d" => "wakeup_latency",
+      "e" => "idle_dispatchers", "f" => "criterion"
     }.freeze
 
     module_function
@@ -34,7 +43,9 @@ module Bench
       only = ENV.fetch("BENCH_ONLY", "").split(",").map(&:strip).reject(&:empty?)
       unknown = only - BENCHMARKS.keys
       if unknown.any?
-        abort "BENCH_ONLY: unknown benchmark(s) #{unknown.join(', ')}; known: #{BENCHMARKS.keys.join(',')}"
+        hints = unknown.filter_map { |key| FORMER_LETTERS[key] && "#{key} is now #{FORMER_LETTERS[key]}" }
+        abort "BENCH_ONLY: unknown benchmark(s) #{unknown.join(', ')}#{" (#{hints.join(', ')})" if hints.any?}; " \
+              "known: #{BENCHMARKS.keys.join(',')}"
       end
       only.empty? ? BENCHMARKS : BENCHMARKS.slice(*only)
     end
@@ -64,7 +75,7 @@ module Bench
 
     def report(results, machine, elapsed)
       rows = results.values.flat_map { |result| result[:rows] }
-      verbatim = results.dig("f", :verbatim)
+      verbatim = results.dig("criterion", :verbatim)
       puts
       if verbatim
         puts "Core crate criterion bench, its own ratio table (verbatim):"
@@ -98,12 +109,13 @@ module Bench
     def write_json(results, machine, elapsed)
       path = ENV.fetch("BENCH_OUTPUT", File.join(Bench::ROOT, "bench", "results", "latest.json"))
       FileUtils.mkdir_p(File.dirname(path))
-      rows = results.values.flat_map { |result| result[:rows].map(&:to_h) }
+      all_rows = results.values.flat_map { |result| result[:rows] }
+      rows = all_rows.map(&:to_h)
       document = {
         generated_at: Time.now.utc.iso8601, machine: machine, source: source_revision, total_seconds: elapsed.round(1),
-        goals: { met: rows.count { |row| row[:met] == true }, missed: rows.count { |row| row[:met] == false } },
+        goals: { met: all_rows.count(&:met?), missed: all_rows.count(&:missed?) },
         rows: rows,
-        criterion_ratio_table: results.dig("f", :verbatim),
+        criterion_ratio_table: results.dig("criterion", :verbatim),
         benchmarks: results.transform_values do |result|
           { seconds: result[:seconds], details: result[:details], error: result[:error] }.compact
         end

@@ -1,17 +1,27 @@
 # frozen_string_literal: true
 
-# (b) End-to-end throughput: N events published from one thread and counted by one handler
-# on one dispatcher thread, against the same pipeline in pure Ruby: a SizedQueue with the
-# capacity of shared.ffi and one consumer thread calling the same handler.
+# throughput: end to end, Ruby to Ruby. N events published from one thread, each with a fresh
+# 3-key Hash built in the publishing loop, counted by one handler on one dispatcher thread,
+# against the same pipeline in pure Ruby: a SizedQueue with shared.ffi's capacity (1,000, the
+# shipped setting) and one consumer thread calling the same handler.
+#
+# Two handler shapes, each with its own baseline:
+# - `(name, payload)`: the handler gets the event name and the published Hash itself, and
+#   nothing is allocated per event. Baseline: the consumer pops the Hash and calls the same
+#   handler with (name, hash).
+# - `Event` (one parameter): the dispatcher builds a frozen Tasker::Channels::Event per event.
+#   Baseline: the producer builds a 5-member Struct like Event (id, name, payload, source,
+#   published_at_ns, with a realtime clock read for the last) with Struct#new and pushes it;
+#   the consumer calls the same handler with it.
 #
 # Ours: `publish` raises Tasker::Backpressure when shared.ffi is full; the publisher then
 # yields the GVL (Thread.pass) and retries, as the README tells callers to do. The Ruby
-# pipeline's publisher simply blocks in SizedQueue#push. Both runs carry the same payload and
-# stop the clock when the handler has counted the Nth event. A third variant publishes with
-# `wait:` (the gem's own GVL-free wait for room) for context.
+# pipeline's publisher blocks in SizedQueue#push. The clock stops when the handler has counted
+# the Nth event. A context variant publishes with `wait:` (the gem's own GVL-free wait for
+# room) into a `(name, payload)` handler.
 #
-# Runs alternate (ours, Ruby, ours with wait:, ...) and the figure is the median events/s.
-# The goal: ours >= 1.0x the Ruby pipeline.
+# Runs alternate over every variant; figures are the median and the best events/s over runs,
+# with process CPU and Ruby objects allocated per event (all threads) in the details.
 #
 #   ruby -Ilib bench/throughput.rb      (BENCH_EVENTS=n, BENCH_RUNS=n)
 
@@ -21,143 +31,173 @@ module Bench
   module Throughput
     NAME = "bench.event"
     ENVIRONMENT = "production"
-    GOAL = 1.0
+    CAPACITY = 1_000
+    GOALS = { name_payload: Goal.new(:>=, 1.0, 1.2), event: Goal.new(:>=, 1.3, 1.5) }.freeze
+    # [[ours, baseline], label] per row of the table.
+    ROWS = [
+      [%i[name_payload name_payload_queue], "e2e (name, payload) handler vs SizedQueue"],
+      [%i[event event_queue], "e2e Event handler vs SizedQueue + Struct#new"],
+      [%i[name_payload_wait name_payload_queue], "e2e (name, payload), publish(wait:)"]
+    ].freeze
+
+    # The Event baseline's event: the same five members as Tasker::Channels::Event.
+    BaselineEvent = Struct.new(:id, :name, :payload, :source, :published_at_ns)
 
     module_function
 
     def title
-      "(b) end-to-end publish -> handler throughput"
+      "throughput: Ruby -> Ruby, end to end"
     end
 
     def run(log: nil)
-      events = Integer(ENV.fetch("BENCH_EVENTS", 100_000))
-      runs = Integer(ENV.fetch("BENCH_RUNS", 3))
-      capacity = probe_capacity
-      results = Hash.new { |hash, key| hash[key] = [] }
-      variants = {
-        ours_retry: -> { ours(events, retry_mode: :pass) },
-        ruby_sized_queue: -> { ThroughputBaseline.run(events, capacity) },
-        ours_wait: -> { ours(events, retry_mode: :wait) }
+      events = Integer(ENV.fetch("BENCH_EVENTS", 200_000))
+      runs = Integer(ENV.fetch("BENCH_RUNS", 7))
+      check_capacity
+      summarize(Rates.alternate(variants(events), runs: runs, log: log), events)
+    end
+
+    def variants(events)
+      {
+        name_payload: -> { ours(events, :name_payload) },
+        name_payload_queue: -> { ThroughputBaseline.name_payload(events) },
+        event: -> { ours(events, :event) },
+        event_queue: -> { ThroughputBaseline.event(events) },
+        name_payload_wait: -> { ours(events, :name_payload, wait: true) }
       }
-      runs.times do |index|
-        variants.each do |key, variant|
-          GC.start
-          result = variant.call
-          results[key] << result
-          log&.puts format("  run %<run>d %-16<key>s %<rate>10.0f events/s%<extra>s",
-                           run: index + 1, key: key, rate: result[:rate], extra: extra(result))
+    end
+
+    # The runtimes under test use the shipped production settings; the baselines' SizedQueue
+    # copies shared.ffi's capacity, so both sides hold the same number of events.
+    def check_capacity
+      capacity = Bench.capacity_of(Tasker::Channels::Config.load(environment: ENVIRONMENT), "shared.ffi")
+      return if capacity == CAPACITY
+
+      raise "shared.ffi holds #{capacity} events in #{ENVIRONMENT}, the baselines' SizedQueue #{CAPACITY}"
+    end
+
+    # A handler of the given shape that counts, and signals when the last event arrives.
+    def counting_handler(shape, events, done)
+      count = 0
+      case shape
+      when :name_payload
+        lambda do |_name, _payload|
+          count += 1
+          done.push(true) if count == events
+        end
+      when :event
+        lambda do |_event|
+          count += 1
+          done.push(true) if count == events
         end
       end
-      summarize(results, events, capacity)
     end
 
-    def extra(result)
-      result[:refusals] ? "  (#{result[:refusals]} Backpressure refusals)" : ""
-    end
-
-    # The runtimes under test use the shipped production settings; the Ruby queue copies
-    # their shared.ffi capacity.
-    def probe_capacity
-      Bench.capacity_of(Tasker::Channels::Config.load(environment: ENVIRONMENT), "shared.ffi")
-    end
-
-    def payload
-      { step_id: 1, task_id: 42, status: "complete" }
-    end
-
-    # A handler that counts, and signals when the last event arrives.
-    def counting_handler(events, done)
-      count = 0
-      lambda do |_event|
-        count += 1
-        done.push(true) if count == events
-      end
-    end
-
-    def ours(events, retry_mode:)
+    def ours(events, shape, wait: false)
       runtime = Tasker::Channels::Runtime.new(environment: ENVIRONMENT, dispatch: :manual)
       done = Queue.new
-      runtime.subscribe(NAME, &counting_handler(events, done))
+      runtime.subscribe(NAME, &counting_handler(shape, events, done))
       runtime.start(threads: 1)
-      body = payload
-      refusals = 0
+      refusals = nil
       Bench.timed_events(events) do
-        events.times { refusals += publish_one(runtime, body, retry_mode) }
+        refusals = wait ? publish_waiting(runtime, events) : publish_retrying(runtime, events)
         done.pop
-      end.merge(refusals: retry_mode == :wait ? nil : refusals)
+      end.merge(refusals: refusals)
     ensure
       runtime&.shutdown(timeout: 10)
     end
 
-    # Publishes one event; returns how many times Backpressure refused it first.
-    def publish_one(runtime, body, retry_mode)
-      return runtime.publish(NAME, body, wait: 10) && 0 if retry_mode == :wait
-
+    # Publishes `events` fresh Hashes, retrying on Backpressure; returns the refusals.
+    def publish_retrying(runtime, events)
       refusals = 0
-      begin
-        runtime.publish(NAME, body)
-      rescue Tasker::Backpressure
-        refusals += 1
-        Thread.pass
-        retry
+      i = 0
+      while i < events
+        payload = { step_id: i, task_id: 42, status: "complete" }
+        begin
+          runtime.publish(NAME, payload)
+        rescue Tasker::Backpressure
+          refusals += 1
+          Thread.pass
+          retry
+        end
+        i += 1
       end
       refusals
     end
 
-    def summarize(results, events, capacity)
-      median_of = ->(key) { results.transform_values { |runs| Bench.median(runs.map { |run| run[key] }) } }
-      details = {
-        events: events, capacity: capacity, payload: payload,
-        runs: results.transform_values { |runs| runs.map { |run| run.transform_values { |v| rounded(v) } } }
-      }
-      { rows: rows(median_of.call(:rate), median_of.call(:cpu_us_per_event)), details: details }
+    def publish_waiting(runtime, events)
+      i = 0
+      while i < events
+        runtime.publish(NAME, { step_id: i, task_id: 42, status: "complete" }, wait: 10)
+        i += 1
+      end
+      nil
     end
 
-    def rounded(value)
-      value.is_a?(Float) ? value.round(4) : value
-    end
-
-    def rows(rate, cpu)
-      baseline = rate[:ruby_sized_queue]
-      [
-        Row.new(id: "b.throughput", benchmark: "(b) publish->handler throughput (retry on Backpressure)",
-                ours: rate[:ours_retry], baseline: baseline, unit: "ev/s", ratio: rate[:ours_retry] / baseline,
-                goal: ">= #{GOAL}x", met: rate[:ours_retry] / baseline >= GOAL),
-        Row.new(id: "b.throughput_wait", benchmark: "(b) same, publish(wait:) instead of retry",
-                ours: rate[:ours_wait], baseline: baseline, unit: "ev/s", ratio: rate[:ours_wait] / baseline,
-                note: "context, no goal"),
-        # Process CPU time per event (all threads): what the pipeline costs, apart from the time
-        # its threads spend waiting for the GVL or a CPU. Lower is better, so the ratio is
-        # baseline / ours to read like the throughput rows.
-        Row.new(id: "b.cpu_per_event", benchmark: "(b) CPU per event, all threads (retry)",
-                ours: cpu[:ours_retry], baseline: cpu[:ruby_sized_queue], unit: "us",
-                ratio: cpu[:ruby_sized_queue] / cpu[:ours_retry], note: "context, no goal; ratio = baseline/ours")
-      ]
+    def summarize(results, events)
+      stats = results.transform_values { |runs| Rates.stats(runs) }
+      details = { events: events, capacity: CAPACITY,
+                  payload: "{ step_id: i, task_id: 42, status: \"complete\" }, fresh each",
+                  medians: stats, runs: Rates.rounded(results) }
+      rows = ROWS.map do |pair, label|
+        Rates.row(stats, pair, id: "throughput.#{pair.first}", label: label, goal: GOALS[pair.first])
+      end
+      { rows: rows, details: details }
     end
   end
 
-  # The baseline: the same pipeline in pure Ruby. The publisher blocks in SizedQueue#push
-  # when the queue is full; one consumer thread calls the same handler.
+  # The baselines: the same pipelines in pure Ruby. The publisher builds the same fresh Hash
+  # and blocks in SizedQueue#push when the queue is full; one consumer thread calls the same
+  # handler.
   module ThroughputBaseline
     module_function
 
-    def run(events, capacity)
-      queue = SizedQueue.new(capacity)
-      done = Queue.new
-      handler = Throughput.counting_handler(events, done)
-      consumer = Thread.new do
-        while (item = queue.pop)
-          handler.call(item)
+    def name_payload(events)
+      pipeline(events, :name_payload) do |queue|
+        i = 0
+        while i < events
+          queue.push({ step_id: i, task_id: 42, status: "complete" })
+          i += 1
         end
       end
-      body = Throughput.payload
+    end
+
+    def event(events)
+      pipeline(events, :event) do |queue|
+        i = 0
+        while i < events
+          payload = { step_id: i, task_id: 42, status: "complete" }
+          now = Process.clock_gettime(Process::CLOCK_REALTIME, :nanosecond)
+          queue.push(Throughput::BaselineEvent.new(i, Throughput::NAME, payload, :ruby, now))
+          i += 1
+        end
+      end
+    end
+
+    def pipeline(events, shape)
+      queue = SizedQueue.new(Throughput::CAPACITY)
+      done = Queue.new
+      handler = Throughput.counting_handler(shape, events, done)
+      consumer = Thread.new { consume(queue, handler, shape) }
       Bench.timed_events(events) do
-        events.times { queue.push(body) }
+        yield queue
         done.pop
       end
     ensure
       queue&.close
       consumer&.join
+    end
+
+    def consume(queue, handler, shape)
+      name = Throughput::NAME
+      if shape == :name_payload
+        while (item = queue.pop)
+          handler.call(name, item)
+        end
+      else
+        while (item = queue.pop)
+          handler.call(item)
+        end
+      end
     end
   end
 end

@@ -1,13 +1,14 @@
 # frozen_string_literal: true
 
-# (d) Wake-up latency of an idle dispatcher: time from just before `publish` to the start of
+# wakeup_latency: wake-up latency of an idle dispatcher: time from just before `publish` to the start of
 # the handler, with the dispatcher waiting (without the GVL) before every event, against a
 # Ruby consumer thread blocked in SizedQueue#pop woken by SizedQueue#push.
 #
 # The publisher sleeps 2 ms between events so the consumer is always idle when the next one
-# comes. Ours goes publish -> shared.ffi -> forwarder task -> worker.in_process_events ->
-# dispatcher thread -> handler. Both pipelines exist for the whole run and are sampled in
-# alternating blocks, so a change in machine load hits both alike. No goal: context for (b).
+# comes. Ours goes publish -> shared.ffi -> dispatcher thread (woken by the doorbell, then
+# taking the GVL) -> handler: one thread crossed, as for the baseline. Both pipelines exist
+# for the whole run and are sampled in alternating blocks, so a change in machine load hits
+# both alike. No goal: context for throughput.
 #
 #   ruby -Ilib bench/wakeup_latency.rb      (BENCH_SAMPLES=n, default 2000 each)
 
@@ -22,7 +23,7 @@ module Bench
     module_function
 
     def title
-      "(d) wake-up latency of an idle dispatcher"
+      "wakeup_latency: an idle dispatcher woken by publish"
     end
 
     def run(log: nil)
@@ -97,7 +98,7 @@ module Bench
     def summarize(ours, ruby)
       us = ->(values, pct) { Bench.percentile(values, pct) * 1e6 }
       rows = [50, 99].map do |pct|
-        Row.new(id: "d.p#{pct}", benchmark: "(d) dispatcher wake-up latency p#{pct}", ours: us.call(ours, pct),
+        Row.new(id: "wakeup_latency.p#{pct}", benchmark: "dispatcher wake-up latency p#{pct}", ours: us.call(ours, pct),
                 baseline: us.call(ruby, pct), unit: "us", ratio: us.call(ours, pct) / us.call(ruby, pct),
                 note: "baseline: SizedQueue#pop wake-up; context, no goal")
       end
