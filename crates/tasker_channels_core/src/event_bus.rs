@@ -562,11 +562,13 @@ impl EventBus {
         self.ffi.is_closed()
     }
 
-    /// True when closed and every accepted event has been taken by a dispatcher.
+    /// True when closed and every accepted event has been delivered (or found no subscriber):
+    /// nothing queued, nothing held by a dispatcher.
     pub fn is_drained(&self) -> bool {
         self.is_closed()
             && !self.forwarder_running.load(Ordering::Acquire)
             && self.dispatch_side_finished()
+            && self.counters.in_flight.load(Ordering::Acquire) == 0
     }
 
     pub fn stats(&self) -> EventStats {

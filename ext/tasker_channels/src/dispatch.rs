@@ -35,6 +35,8 @@ struct Counts {
 struct Cursor {
     list: Arc<List>,
     last: Option<LastMatch>,
+    /// The previous Rust event's name and its interned String.
+    last_rust_name: Option<(Box<str>, Value)>,
 }
 
 struct LastMatch {
@@ -57,6 +59,7 @@ pub fn deliver(
     let mut cursor = Cursor {
         list: state.subscribers.load(),
         last: None,
+        last_rust_name: None,
     };
     let mut messages = batch.into_iter();
     while let Some(message) = messages.next() {
@@ -114,9 +117,17 @@ fn deliver_one(
             (fields, Some(held.slot))
         }
         Message::Event(ref event) => {
+            let name = match &cursor.last_rust_name {
+                Some((text, name)) if **text == *event.name => *name,
+                _ => {
+                    let name = event_object::interned_name(&event.name);
+                    cursor.last_rust_name = Some((event.name.as_str().into(), name));
+                    name
+                }
+            };
             let fields = EventFields {
                 id: event.id,
-                name: event_object::interned_name(&event.name),
+                name,
                 payload: payload_conversion::to_ruby(ruby, &event.payload),
                 source: event.source,
                 published_at: event.published_at,
@@ -145,7 +156,7 @@ fn run_handlers(
     fields: &EventFields,
     counts: &mut Counts,
 ) -> Result<(), Unwind> {
-    let Cursor { list, last } = cursor;
+    let Cursor { list, last, .. } = cursor;
     let subscribers = &state.subscribers;
     if !subscribers.is_current(list) {
         *list = subscribers.load();

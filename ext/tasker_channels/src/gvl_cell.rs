@@ -19,7 +19,7 @@ pub struct GvlCell<T>(UnsafeCell<T>);
 unsafe impl<T: Send> Sync for GvlCell<T> {}
 
 impl<T> GvlCell<T> {
-    pub fn new(value: T) -> Self {
+    pub const fn new(value: T) -> Self {
         GvlCell(UnsafeCell::new(value))
     }
 

@@ -6,6 +6,7 @@
 //! deep-frozen Ruby values on delivery. It must only run on a Ruby thread holding the GVL, and
 //! must never keep a Ruby object beyond the call.
 
+use crate::gvl_cell::GvlCell;
 use magnus::rb_sys::AsRawValue;
 use magnus::{
     prelude::*, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
@@ -384,16 +385,21 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
             array.as_value()
         }
         Payload::Hash(entries) => {
+            use magnus::rb_sys::{AsRawValue, FromRawValue};
             let hash = ruby.hash_new();
             for (key, value) in entries {
                 let key = match key {
                     Key::Symbol(name) => utf8_symbol(name),
                     Key::String(name) => frozen_string(name),
                 };
-                let _ = hash.aset(key, to_ruby(ruby, value));
+                let value = to_ruby(ruby, value);
+                // SAFETY: GVL held; a fresh, unfrozen Hash and a String or Symbol key, whose
+                // hashing calls no Ruby method, so this cannot raise.
+                unsafe { rb_sys::rb_hash_aset(hash.as_raw(), key.as_raw(), value.as_raw()) };
             }
             hash.freeze();
-            hash.as_value()
+            // SAFETY: the Hash is live on this frame.
+            unsafe { Value::from_raw(hash.as_raw()) }
         }
     }
 }
@@ -405,6 +411,10 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
 /// `String#to_sym` makes it, without a Ruby method call.
 fn utf8_symbol(name: &str) -> Value {
     use magnus::rb_sys::FromRawValue;
+    if let Some(known) = STATIC_SYMBOLS.with(|cache| cache.get(name)) {
+        // SAFETY: a static Symbol is an immediate value, valid for the life of the process.
+        return unsafe { Value::from_raw(known) };
+    }
     let (ptr, len) = c_text(name);
     // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call, so
     // neither call raises (they raise only for text broken in its encoding).
@@ -412,9 +422,51 @@ fn utf8_symbol(name: &str) -> Value {
         let utf8 = rb_sys::rb_utf8_encoding();
         let existing = rb_sys::rb_check_symbol_cstr(ptr, len, utf8);
         if existing != rb_sys::Qnil as rb_sys::VALUE {
+            if rb_sys::STATIC_SYM_P(existing) {
+                STATIC_SYMBOLS.with(|cache| cache.put(name, existing));
+            }
             return Value::from_raw(existing);
         }
         Value::from_raw(rb_sys::rb_str_intern(rb_sys::rb_utf8_str_new(ptr, len)))
+    }
+}
+
+/// Static Symbols already seen for payload keys and values: keys written as literals in
+/// Ruby code are static, never freed or moved, so their VALUE can be kept; looking one up
+/// here costs a hash and a comparison instead of the symbol table's lookup. Dynamic
+/// (collectable) Symbols are never kept. Direct-mapped and fixed in size.
+static STATIC_SYMBOLS: GvlCell<SymbolCache> = GvlCell::new(SymbolCache::new());
+
+const SYMBOL_WAYS: usize = 128;
+
+struct SymbolCache {
+    ways: [Option<(Box<str>, rb_sys::VALUE)>; SYMBOL_WAYS],
+}
+
+impl SymbolCache {
+    const fn new() -> Self {
+        SymbolCache {
+            ways: [const { None }; SYMBOL_WAYS],
+        }
+    }
+
+    fn way(name: &str) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash as usize) % SYMBOL_WAYS
+    }
+
+    fn get(&self, name: &str) -> Option<rb_sys::VALUE> {
+        match &self.ways[Self::way(name)] {
+            Some((cached, symbol)) if &**cached == name => Some(*symbol),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, name: &str, symbol: rb_sys::VALUE) {
+        self.ways[Self::way(name)] = Some((name.into(), symbol));
     }
 }
 
