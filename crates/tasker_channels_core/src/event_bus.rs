@@ -528,7 +528,9 @@ impl EventBus {
         self.dispatch.doorbell.notify_one();
     }
 
-    /// Records what the dispatch side did with (part of) a batch it took.
+    /// Records what the dispatch side did with (part of) a batch it took. A dispatcher must
+    /// account for every event it takes: recorded here, or handed back with
+    /// [`give_back`](Self::give_back); until then the bus counts it as pending.
     pub fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
         self.counters
             .in_flight
@@ -821,6 +823,9 @@ event_queue_buffer_size = 2
         assert_eq!(events.len(), 2);
         let deadline = Some(Instant::now() + Duration::from_secs(10));
         assert_eq!(bus.next_batch(16, deadline, None), Err(RecvError::Closed));
+        // Taken is not delivered: drained only once the dispatcher says so.
+        assert!(!bus.is_drained());
+        bus.record_delivery(2, 0, 0);
         assert!(bus.is_drained());
     }
 
