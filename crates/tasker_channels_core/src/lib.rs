@@ -21,6 +21,7 @@
 //! assert_eq!(batch[0].payload.get("n"), Some(&Payload::Int(1)));
 //! ```
 
+pub mod block_queue;
 pub mod channel;
 pub mod config;
 pub mod event;
