@@ -1,8 +1,9 @@
 //! A bounded multi-producer multi-consumer queue whose memory follows what it holds.
 //!
 //! Owns the messages of one channel and the bound on how many there may be. It allocates
-//! room in blocks as it fills and frees each block once every message in it has been taken,
-//! so an empty queue of any capacity holds no message memory at all. It must never hold
+//! room in blocks as it fills and frees each block once every message in it has been taken
+//! (keeping one spare to reuse), so an empty queue of any capacity holds at most two blocks
+//! and a new one none at all. It must never hold
 //! more than its capacity, never allocate for capacity nobody uses, and never wait for
 //! room or messages: waiting, policies and counting are the channel's job.
 //!
@@ -30,7 +31,9 @@
 //!
 //! A pop marks its slot read. The pop that takes the last slot of a block frees every block
 //! whose slots are all read, oldest first (one thread at a time); a block with a pop still
-//! reading is freed at the next block's end instead. The table holds one block more than
+//! reading is freed at the next block's end instead. One freed block is kept as a spare for
+//! the next block needed, so a queue going round at steady occupancy neither allocates nor
+//! frees; slot states carry their block's number, so a reused block needs no reset. The table holds one block more than
 //! the capacity needs, so a push that reaches a table entry whose previous block is still
 //! there only ever waits for pops already under way, never for new ones.
 
@@ -39,17 +42,19 @@ use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
 
 use crate::metrics::CacheLine;
 
 /// Set in the tail index once the queue is closed, so a push and a close cannot cross.
 const CLOSED: u64 = 1 << 63;
 
-/// Slot states. A block is zeroed when allocated, so every slot starts `EMPTY`.
-const EMPTY: u8 = 0;
-const WRITTEN: u8 = 1;
-const READ: u8 = 2;
+/// A slot's state is its block's number shifted left by two, plus one of these flags, so a
+/// reused block needs no reset: what an earlier block left in it never matches. A new block
+/// is zeroed, which matches no block's `WRITTEN` or `READ`.
+const WRITTEN: u64 = 1;
+const READ: u64 = 2;
+const FLAGS: u64 = 3;
 
 /// Blocks are aligned so the low bits of their address can carry the generation.
 const BLOCK_ALIGN: usize = 128;
@@ -83,7 +88,7 @@ pub enum PopError {
 
 struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
-    state: AtomicU8,
+    state: AtomicU64,
 }
 
 /// One end of the queue: its index, and the other end's index as this end last read it.
@@ -92,10 +97,13 @@ struct End {
     other_seen: AtomicU64,
 }
 
-/// Whose turn it is to free blocks, and the oldest block not yet freed.
+/// Whose turn it is to free blocks, the oldest block not yet freed, and one freed block
+/// kept for the next block needed (0: none), so a queue going round neither allocates nor
+/// frees.
 struct Reclaim {
     busy: AtomicBool,
     next_block: AtomicU64,
+    spare: AtomicUsize,
 }
 
 /// A bounded MPMC queue that allocates in blocks as it fills; see the module docs.
@@ -109,10 +117,12 @@ pub struct BlockQueue<T> {
     /// generation the entry is waiting for.
     table: Box<[AtomicUsize]>,
     capacity: u64,
-    /// log2 of the slots in a block.
+    /// log2 of the slots in a block, and the slots in a block less one.
     block_shift: u32,
-    /// log2 of the table's length.
+    offset_mask: u64,
+    /// log2 of the table's length, and its length less one.
     table_shift: u32,
+    entry_mask: u64,
     _messages: PhantomData<T>,
 }
 
@@ -156,11 +166,14 @@ impl<T> BlockQueue<T> {
             reclaim: CacheLine(Reclaim {
                 busy: AtomicBool::new(false),
                 next_block: AtomicU64::new(0),
+                spare: AtomicUsize::new(0),
             }),
             table: zeroed_table(table_len),
             capacity,
             block_shift,
+            offset_mask: block_slots - 1,
             table_shift: table_len.ilog2(),
+            entry_mask: table_len as u64 - 1,
             _messages: PhantomData,
         }
     }
@@ -171,8 +184,29 @@ impl<T> BlockQueue<T> {
 
     /// Adds `msg` at the back, or hands it back when `capacity` messages are queued or the
     /// queue is closed.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, msg: T) -> Result<(), PushError<T>> {
+        let tail_end = &self.tail.0;
+        let tail = tail_end.index.load(SeqCst);
+        // The common case, kept small enough to inline: open, room by the cached head, and
+        // no other push in between. A closed tail has the top bit set, so it fails the
+        // room check too.
+        if tail.wrapping_sub(tail_end.other_seen.load(Relaxed)) < self.capacity
+            && tail_end
+                .index
+                .compare_exchange(tail, tail + 1, SeqCst, Relaxed)
+                .is_ok()
+        {
+            // SAFETY: this thread claimed `tail`; nobody reads it before it is written.
+            unsafe { self.write(tail, msg) };
+            return Ok(());
+        }
+        self.push_contended(msg)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_contended(&self, msg: T) -> Result<(), PushError<T>> {
         let tail_end = &self.tail.0;
         let mut tail = tail_end.index.load(SeqCst);
         loop {
@@ -201,7 +235,7 @@ impl<T> BlockQueue<T> {
                 Err(now) => tail = now,
             }
         }
-        // SAFETY: this thread claimed `tail`; nobody reads it before it is marked written.
+        // SAFETY: this thread claimed `tail`; nobody reads it before it is written.
         unsafe { self.write(tail, msg) };
         Ok(())
     }
@@ -226,8 +260,27 @@ impl<T> BlockQueue<T> {
 
     /// Takes the message at the front, if there is one. After [`close`](Self::close),
     /// still returns what is queued, then `Closed`.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Result<T, PopError> {
+        let head_end = &self.head.0;
+        let head = head_end.index.load(SeqCst);
+        // The common case, kept small enough to inline: a message by the cached tail, and
+        // no other pop in between.
+        if head < head_end.other_seen.load(Relaxed)
+            && head_end
+                .index
+                .compare_exchange(head, head + 1, SeqCst, Relaxed)
+                .is_ok()
+        {
+            // SAFETY: this thread claimed `head`, below the tail, so a push claimed it too.
+            return Ok(unsafe { self.take(head) });
+        }
+        self.pop_contended()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_contended(&self) -> Result<T, PopError> {
         let head_end = &self.head.0;
         let mut head = head_end.index.load(SeqCst);
         loop {
@@ -286,62 +339,68 @@ impl<T> BlockQueue<T> {
 
     #[inline]
     fn block_slots(&self) -> usize {
-        1 << self.block_shift
+        self.offset_mask as usize + 1
     }
 
-    #[inline]
+    #[inline(always)]
     fn entry(&self, block: u64) -> &AtomicUsize {
-        &self.table[(block & ((1 << self.table_shift) - 1)) as usize]
+        let entry = (block & self.entry_mask) as usize;
+        debug_assert!(entry < self.table.len());
+        // SAFETY: the table's length is `entry_mask + 1`.
+        unsafe { self.table.get_unchecked(entry) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn generation(&self, block: u64) -> usize {
         (block >> self.table_shift) as usize & GENERATION_MASK
     }
 
     /// SAFETY: the caller must have claimed `index` with a push.
-    #[inline]
+    #[inline(always)]
     unsafe fn write(&self, index: u64, msg: T) {
+        let block = index >> self.block_shift;
         let slot = self.slot(index);
-        // Blocks are never reused, so a claimed slot has never held a message.
-        debug_assert_eq!(slot.state.load(Relaxed), EMPTY);
+        debug_assert!(
+            slot.state.load(Relaxed) & FLAGS == 0 || slot.state.load(Relaxed) >> 2 != block,
+            "slot written twice"
+        );
         (*slot.value.get()).write(msg);
-        slot.state.store(WRITTEN, Release);
+        slot.state.store(block << 2 | WRITTEN, Release);
     }
 
     /// SAFETY: the caller must have claimed `index` with a pop.
-    #[inline]
+    #[inline(always)]
     unsafe fn take(&self, index: u64) -> T {
+        let block = index >> self.block_shift;
         let slot = self.slot(index);
-        let mut backoff = Backoff::default();
-        // The push that claimed the index may still be writing.
-        while slot.state.load(Acquire) != WRITTEN {
-            backoff.snooze();
+        let written = block << 2 | WRITTEN;
+        if slot.state.load(Acquire) != written {
+            wait_until(slot, written);
         }
         let msg = (*slot.value.get()).assume_init_read();
-        let last_of_block = (index as usize) & (self.block_slots() - 1) == self.block_slots() - 1;
+        let last_of_block = index & self.offset_mask == self.offset_mask;
         // After this store the slot, and perhaps its block, may be freed by another thread.
-        slot.state.store(READ, Release);
+        slot.state.store(block << 2 | READ, Release);
         if last_of_block {
-            self.free_read_blocks(index >> self.block_shift);
+            self.free_read_blocks(block);
         }
         msg
     }
 
     /// The slot of a claimed index; the claim keeps its block from being freed.
-    #[inline]
+    #[inline(always)]
     unsafe fn slot(&self, index: u64) -> &Slot<T> {
         let block = self.block(index >> self.block_shift);
-        &*block.add((index as usize) & (self.block_slots() - 1))
+        &*block.add((index & self.offset_mask) as usize)
     }
 
     /// Block `block`'s slots. Only for a thread holding a claimed index in `block`.
-    #[inline]
+    #[inline(always)]
     fn block(&self, block: u64) -> *const Slot<T> {
         let value = self.entry(block).load(Acquire);
-        let address = value & !GENERATION_MASK;
-        if value & GENERATION_MASK == self.generation(block) && address != 0 {
-            return address as *const Slot<T>;
+        // Installed (an address above the generation bits) and of this generation.
+        if value & GENERATION_MASK == self.generation(block) && value > GENERATION_MASK {
+            return (value & !GENERATION_MASK) as *const Slot<T>;
         }
         self.install_block(block)
     }
@@ -365,7 +424,7 @@ impl<T> BlockQueue<T> {
                 match entry.compare_exchange(value, fresh as usize | generation, AcqRel, Acquire) {
                     Ok(_) => return fresh,
                     // SAFETY: never published; another thread installed the block first.
-                    Err(_) => unsafe { self.free_block(fresh) },
+                    Err(_) => unsafe { self.retire_block(fresh) },
                 }
             } else {
                 // The entry still holds the previous round's block, whose last pops are
@@ -398,8 +457,9 @@ impl<T> BlockQueue<T> {
             // SAFETY: only this (the reclaiming) thread frees blocks, and `next` is not freed.
             // Relaxed loads and one fence: every read that marked its slot happened before
             // the block is freed.
+            let read = next << 2 | READ;
             let all_read = (0..self.block_slots())
-                .all(|i| unsafe { (*slots.add(i)).state.load(Relaxed) } == READ);
+                .all(|i| unsafe { (*slots.add(i)).state.load(Relaxed) } == read);
             if !all_read {
                 break;
             }
@@ -407,7 +467,7 @@ impl<T> BlockQueue<T> {
             // Every slot was claimed, written and read, so nobody else will touch it again.
             entry.store((generation + 1) & GENERATION_MASK, Release);
             // SAFETY: unpublished above, and no thread holds a claim in it.
-            unsafe { self.free_block(slots) };
+            unsafe { self.retire_block(slots) };
             next += 1;
         }
         reclaim.next_block.store(next, Relaxed);
@@ -420,10 +480,15 @@ impl<T> BlockQueue<T> {
             .expect("a block's size fits in memory")
     }
 
+    /// The spare block if there is one, else a new one.
     fn allocate_block(&self) -> *mut Slot<T> {
+        let spare = self.reclaim.0.spare.swap(0, Acquire);
+        if spare != 0 {
+            return spare as *mut Slot<T>;
+        }
         let layout = self.block_layout();
-        // SAFETY: the layout has a non-zero size (a slot holds at least its state byte).
-        // Zeroed memory is a valid block: every state `EMPTY`, every value uninitialised.
+        // SAFETY: the layout has a non-zero size (a slot holds at least its state).
+        // Zeroed memory is a valid block: no state matches any block, no value is read.
         let block = unsafe { alloc_zeroed(layout) };
         if block.is_null() {
             handle_alloc_error(layout);
@@ -431,7 +496,22 @@ impl<T> BlockQueue<T> {
         block.cast()
     }
 
-    /// SAFETY: `block` came from `allocate_block` and no other thread can reach it.
+    /// Keeps `block` as the spare if there is none, else frees it.
+    ///
+    /// SAFETY: `block` came from `allocate_block`, holds no unread message, and no other
+    /// thread can reach it.
+    unsafe fn retire_block(&self, block: *mut Slot<T>) {
+        let kept = self
+            .reclaim
+            .0
+            .spare
+            .compare_exchange(0, block as usize, Release, Relaxed);
+        if kept.is_err() {
+            self.free_block(block);
+        }
+    }
+
+    /// SAFETY: as for [`retire_block`](Self::retire_block).
     unsafe fn free_block(&self, block: *mut Slot<T>) {
         dealloc(block.cast(), self.block_layout());
     }
@@ -451,7 +531,9 @@ impl<T> Drop for BlockQueue<T> {
                 // unread slot holds an initialised message nobody else owns.
                 unsafe {
                     let slot = &mut *slots.add(offset);
-                    if *slot.state.get_mut() == WRITTEN {
+                    // Only the block's own use can have left a written, unread slot: a
+                    // block is reused only once every slot was read.
+                    if *slot.state.get_mut() & FLAGS == WRITTEN {
                         slot.value.get_mut().assume_init_drop();
                     }
                 }
@@ -459,6 +541,21 @@ impl<T> Drop for BlockQueue<T> {
             // SAFETY: as above; the block is dropped with its entry.
             unsafe { self.free_block(slots) };
         }
+        let spare = *self.reclaim.0.spare.get_mut();
+        if spare != 0 {
+            // SAFETY: the spare holds no message and nothing else refers to it.
+            unsafe { self.free_block(spare as *mut Slot<T>) };
+        }
+    }
+}
+
+/// The push that claimed the slot's index has not finished writing it.
+#[cold]
+#[inline(never)]
+fn wait_until<T>(slot: &Slot<T>, written: u64) {
+    let mut backoff = Backoff::default();
+    while slot.state.load(Acquire) != written {
+        backoff.snooze();
     }
 }
 

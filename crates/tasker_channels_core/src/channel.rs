@@ -702,6 +702,7 @@ impl<T> MonitoredChannel<T> {
     }
 
     /// Takes a message if one is queued.
+    #[inline(always)]
     pub fn try_recv(&self) -> Result<T, RecvError> {
         match self.shared.queue.pop() {
             Ok(msg) => {
