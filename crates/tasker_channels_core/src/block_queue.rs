@@ -2,10 +2,10 @@
 //!
 //! Owns the messages of one channel and the bound on how many there may be. It allocates
 //! room in blocks as it fills and frees each block once every message in it has been taken
-//! (keeping one spare to reuse), so an empty queue of any capacity holds at most two blocks
-//! and a new one none at all. It must never hold
-//! more than its capacity, never allocate for capacity nobody uses, and never wait for
-//! room or messages: waiting, policies and counting are the channel's job.
+//! (keeping one spare to reuse), so a new queue of any capacity holds no block and a
+//! drained one at most two. It must never hold more than its capacity, never allocate for
+//! capacity nobody uses, and never wait for room or messages: waiting, policies and
+//! counting are the channel's job.
 //!
 //! # Why not an array-backed bounded queue
 //!
@@ -33,9 +33,10 @@
 //! whose slots are all read, oldest first (one thread at a time); a block with a pop still
 //! reading is freed at the next block's end instead. One freed block is kept as a spare for
 //! the next block needed, so a queue going round at steady occupancy neither allocates nor
-//! frees; slot states carry their block's number, so a reused block needs no reset. The table holds one block more than
-//! the capacity needs, so a push that reaches a table entry whose previous block is still
-//! there only ever waits for pops already under way, never for new ones.
+//! frees; slot states carry their block's number, so a reused block needs no reset. The
+//! table holds one block more than the capacity needs, so a push that reaches a table entry
+//! whose previous block is still there only ever waits for pops already under way, never
+//! for new ones.
 
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::cell::UnsafeCell;
