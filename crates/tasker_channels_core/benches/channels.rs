@@ -2,10 +2,13 @@
 //!
 //! Every variant moves the same number of `u64`s through the same capacity, from 1 or 4
 //! producer threads to one consumer thread (and on a single thread, where nothing waits),
-//! with blocking sends and receives. The baseline is `raw-pair`: concurrent-queue plus
-//! event-listener with the monitored channel's wait logic and no monitoring. async-channel
-//! (the same pair with its own extras), crossbeam and tokio mpsc are the usual
-//! alternatives; an unbounded crossbeam channel shows what bounding costs.
+//! with blocking sends and receives. The baseline is `raw-pair`: concurrent-queue's
+//! array-backed bounded queue plus event-listener with the monitored channel's wait logic
+//! and no monitoring. The monitored channel keeps its messages in a block queue that
+//! allocates as it fills instead, so the ratio covers both what monitoring costs and what
+//! not reserving every slot up front costs. async-channel (the same pair with its own
+//! extras), crossbeam and tokio mpsc are the usual alternatives; an unbounded crossbeam
+//! channel shows what bounding costs.
 //!
 //! After criterion, the bench times each variant itself several times and prints medians
 //! and monitored/other ratios, since criterion's numbers are not easy to read back. The
@@ -74,7 +77,7 @@ impl Pipe for Monitored {
     }
 }
 
-/// The pair the monitored channel wraps, with the same wake-up logic (listen then
+/// An array-backed bounded queue with the monitored channel's wake-up logic (listen then
 /// re-check, and a waiter count so nobody locks event-listener's list when no one waits)
 /// and no monitoring at all: the baseline the 10% budget is measured against.
 struct RawPair;

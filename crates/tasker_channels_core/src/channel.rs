@@ -5,11 +5,15 @@
 //! capacity, never lose a message without counting it, and never wait in a way another
 //! thread cannot interrupt.
 //!
-//! # Why concurrent-queue + event-listener
+//! # Why a block queue + event-listener
 //!
 //! The usual channels each miss something this one must do:
-//! - `drop_oldest` needs to displace the oldest message in place; `ConcurrentQueue::force_push`
-//!   does that atomically, async-channel, crossbeam and tokio mpsc cannot;
+//! - `drop_oldest` needs to displace the oldest message without the length ever passing
+//!   capacity and hand it back to be counted ([`BlockQueue::force_push`]); async-channel,
+//!   crossbeam and tokio mpsc cannot;
+//! - memory must follow what is queued, not the capacity: array-backed bounded queues
+//!   (concurrent-queue's, crossbeam's) allocate every slot up front, and the largest
+//!   capacity allowed would cost hundreds of megabytes per empty channel;
 //! - a `block` send that times out or is interrupted must hand its message back, and the
 //!   wait must be stoppable by another thread (the Ruby binding's unblock function):
 //!   crossbeam's `send_timeout` returns the message but cannot be interrupted, tokio's
@@ -18,19 +22,19 @@
 //!   side of the channel, with no sender/receiver handle counting;
 //! - the same channel is used from plain threads (blocking) and tokio tasks (async).
 //!
-//! A lock-free bounded queue plus two events (room appeared, data appeared) gives all of
-//! it, with waits built on [`crate::wait::block_on`] or `.await`. Every wait listens first
-//! and then re-checks the queue before sleeping, so a wake-up between the check and the
-//! sleep is never lost.
+//! A lock-free bounded queue that allocates in blocks as it fills ([`crate::block_queue`])
+//! plus two events (room appeared, data appeared) gives all of it, with waits built on
+//! [`crate::wait::block_on`] or `.await`. Every wait listens first and then re-checks the
+//! queue before sleeping, so a wake-up between the check and the sleep is never lost.
 
 use std::fmt;
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use concurrent_queue::{ConcurrentQueue, ForcePushError, PopError, PushError};
 use event_listener::{Event, EventListener};
 
+use crate::block_queue::{BlockQueue, PopError, PushError};
 use crate::config::ChannelSpec;
 use crate::metrics::{CacheLine, ChannelMetrics, ChannelSample, ChannelStats};
 use crate::monitor::{Monitor, OverflowAction, SaturationWatch};
@@ -352,7 +356,7 @@ impl WakeUp {
 }
 
 struct Shared<T> {
-    queue: ConcurrentQueue<T>,
+    queue: BlockQueue<T>,
     /// Notified when room appears (and on close): senders wait on it. On its own cache
     /// line, like `items`, because waiters write the count while every send and receive
     /// reads the settings next to it.
@@ -432,7 +436,7 @@ impl<T> MonitoredChannel<T> {
         assert!(info.capacity > 0, "channel {} has capacity 0", info.name);
         Self {
             shared: Arc::new(Shared {
-                queue: ConcurrentQueue::bounded(info.capacity),
+                queue: BlockQueue::new(info.capacity),
                 room: CacheLine(WakeUp::new()),
                 items: CacheLine(WakeUp::new()),
                 watch: monitor.watch(info.capacity),
@@ -698,6 +702,7 @@ impl<T> MonitoredChannel<T> {
     }
 
     /// Takes a message if one is queued.
+    #[inline(always)]
     pub fn try_recv(&self) -> Result<T, RecvError> {
         match self.shared.queue.pop() {
             Ok(msg) => {
@@ -834,18 +839,29 @@ impl<T> MonitoredChannel<T> {
 
     fn send_displacing(&self, msg: T, sliced: bool) -> Result<SendOutcome, SendError<T>> {
         let s = &*self.shared;
-        match s.queue.force_push(msg) {
-            Ok(None) => self.entered_without_wait(),
-            Ok(Some(oldest)) => {
-                drop(oldest);
-                s.metrics.record_evicted();
-                // Displacing leaves the length unchanged, so the schedule stays valid.
+        let mut displaced = 0;
+        let entered = s.queue.force_push(msg, |oldest| {
+            drop(oldest);
+            s.metrics.record_evicted();
+            displaced += 1;
+        });
+        match entered {
+            Ok(()) if displaced == 0 => self.entered_without_wait(),
+            // Displacing leaves the length unchanged, so the schedule stays valid.
+            Ok(()) => {
                 let _ = s.metrics.record_sent();
-                self.found_full();
-                s.watch
-                    .overflow(&s.info, s.info.capacity, OverflowAction::DroppedOldest);
             }
-            Err(ForcePushError(msg)) => return Err(self.closed(msg, sliced)),
+            Err(_) => {}
+        }
+        // Usually one; more when other senders took the room a displacement made. A send
+        // that met a close after displacing still displaced.
+        for _ in 0..displaced {
+            self.found_full();
+            s.watch
+                .overflow(&s.info, s.info.capacity, OverflowAction::DroppedOldest);
+        }
+        if let Err(msg) = entered {
+            return Err(self.closed(msg, sliced));
         }
         s.items.0.notify(1);
         Ok(SendOutcome::Sent)

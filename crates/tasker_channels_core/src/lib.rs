@@ -23,6 +23,7 @@
 //! assert_eq!(event.payload.get("n"), Some(&Payload::Int(1)));
 //! ```
 
+pub mod block_queue;
 pub mod channel;
 pub mod config;
 pub mod event;
