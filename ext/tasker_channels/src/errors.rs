@@ -68,8 +68,7 @@ pub fn backpressure(
     capacity: usize,
     policy: &str,
 ) -> Error {
-    static IVARS: LazyId3 = LazyId3::new(["@channel", "@capacity", "@policy"]);
-    let [channel_ivar, capacity_ivar, policy_ivar] = IVARS.get(ruby);
+    let [channel_ivar, capacity_ivar, policy_ivar] = backpressure_ivars(ruby);
     let class = ruby.get_inner(&BACKPRESSURE);
     // SAFETY: GVL held; every VALUE is live on this frame; the strings are valid buffers.
     unsafe {
@@ -95,6 +94,18 @@ pub fn backpressure(
             None => Error::new(class, message.to_owned()),
         }
     }
+}
+
+/// The IDs of `Tasker::Backpressure`'s `@channel`, `@capacity` and `@policy`.
+pub fn backpressure_ivars(ruby: &Ruby) -> [rb_sys::ID; 3] {
+    static IVARS: LazyId3 = LazyId3::new(["@channel", "@capacity", "@policy"]);
+    IVARS.get(ruby)
+}
+
+/// `Tasker::Backpressure` itself.
+pub fn backpressure_class(ruby: &Ruby) -> rb_sys::VALUE {
+    use magnus::rb_sys::AsRawValue;
+    ruby.get_inner(&BACKPRESSURE).as_raw()
 }
 
 /// Three instance-variable IDs of the gem's own fixed set, interned once.

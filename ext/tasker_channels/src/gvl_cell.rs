@@ -37,3 +37,9 @@ impl<T> GvlCell<T> {
         f(unsafe { &mut *self.0.get() })
     }
 }
+
+impl<T: Default> Default for GvlCell<T> {
+    fn default() -> Self {
+        GvlCell::new(T::default())
+    }
+}

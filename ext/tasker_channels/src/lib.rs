@@ -12,6 +12,7 @@ mod gvl;
 mod gvl_cell;
 mod names;
 mod payload_conversion;
+mod refusal;
 mod runtime;
 mod slot_table;
 mod subscribers;

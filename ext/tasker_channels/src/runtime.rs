@@ -34,6 +34,7 @@ use crate::errors::{backpressure, closed_error, guard, tasker_error};
 use crate::gvl::deadline_from_seconds;
 use crate::names::NameCache;
 use crate::payload_conversion;
+use crate::refusal::FullBuffer;
 use crate::slot_table::SlotTable;
 use crate::subscribers::{Selector, Shape, Subscribers};
 use crate::waiting::{self, Received};
@@ -122,6 +123,7 @@ pub struct State {
     pub slots: SlotTable,
     pub subscribers: Subscribers,
     names: NameCache,
+    full_ffi: FullBuffer,
     /// The bus `publish` last used: a different one means this process is a fork child
     /// that went through no Ruby fork hook (`Process.daemon`), whose dispatchers must be
     /// restarted.
@@ -147,6 +149,7 @@ impl DataTypeFunctions for Runtime {
             state.slots.mark(marker);
             state.subscribers.mark(marker);
             state.names.mark(marker);
+            state.full_ffi.mark(marker);
         }
     }
 }
@@ -227,6 +230,7 @@ impl Runtime {
                 slots: SlotTable::new(ruby, limit),
                 subscribers: Subscribers::default(),
                 names: NameCache::default(),
+                full_ffi: FullBuffer::default(),
                 last_bus: AtomicUsize::new(first_bus),
             };
             let _ = rb_self.state.set(state);
@@ -296,7 +300,7 @@ impl Runtime {
             let sent = publish_ref(&bus, event, deadline);
             let refused = match sent {
                 Ok(Ok(id)) => return Ok(id),
-                Ok(Err(refused)) => send_error_to_ruby(ruby, &refused),
+                Ok(Err(refused)) => state.full_ffi.error(ruby, &refused),
                 Err(interrupted) => interrupted,
             };
             state.slots.release(ruby, bus_key, slot);
@@ -700,6 +704,11 @@ fn parse_pattern(ruby: &Ruby, pattern: &str) -> Result<Selector, Error> {
         .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))
 }
 
+/// What a `Tasker::Backpressure` says: the refusal, then what to do about it.
+pub fn backpressure_message<T>(error: &SendError<T>) -> String {
+    format!("{error}: slow down and retry, or raise its capacity in the channel config")
+}
+
 /// Backpressure for a full channel, ClosedError for a closed one.
 pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
     let channel = error.channel();
@@ -710,7 +719,7 @@ pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
         ),
         SendErrorKind::Full | SendErrorKind::TimedOut => backpressure(
             ruby,
-            &format!("{error}: slow down and retry, or raise its capacity in the channel config"),
+            &backpressure_message(error),
             &channel.name,
             channel.capacity,
             channel.policy.as_str(),
