@@ -10,6 +10,7 @@ mod errors;
 mod event_object;
 mod gvl;
 mod gvl_cell;
+mod logging;
 mod payload_conversion;
 mod runtime;
 mod slot_table;
@@ -28,5 +29,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     config::define(ruby, channels)?;
     channel::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
+    logging::define(ruby, channels)?;
     Ok(())
 }
