@@ -16,16 +16,15 @@ RSpec.describe "Tasker error hierarchy", :ffi do
     [Tasker::Backpressure, Tasker::ConfigError, Tasker::ConfigError::Problem].each do |klass|
       expect(klass.instance_method(:initialize).source_location.first).to eq(errors_file)
     end
-    runtime = Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual)
+    runtime = channel_runtime({ "shared.ffi" => { capacity: 4 } })
     error = begin
       loop { runtime.publish("full.bus", {}) }
     rescue Tasker::Backpressure => e
       e
     end
     expect(error.class).to be(Tasker::Backpressure)
-    expect([error.channel, error.capacity, error.policy]).to eq(["shared.ffi", 1000, "error"])
+    expect([error.channel, error.capacity, error.policy]).to eq(["shared.ffi", 4, "error"])
     expect(error.policy).to be_frozen
-    runtime.shutdown(timeout: 5)
   end
 
   it "refuses to load the extension before the Ruby classes exist" do
