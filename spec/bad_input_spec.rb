@@ -211,8 +211,8 @@ RSpec.describe "Bad input catalogue" do
           end
           expect(error.errors).not_to be_empty
           error.errors.each do |problem|
-            expect(problem[:file]).to be_a(String).and(satisfy { |file| !file.empty? })
-            expect(problem[:message]).to be_a(String).and(satisfy { |text| !text.empty? })
+            expect(problem.file).to be_a(String).and(satisfy { |file| !file.empty? })
+            expect(problem.message).to be_a(String).and(satisfy { |text| !text.empty? })
           end
           expect { Tasker::Channels::Runtime.new(environment: "test", config_dir: dir) }
             .to raise_error(Tasker::ConfigError, message)

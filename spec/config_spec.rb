@@ -27,10 +27,10 @@ RSpec.describe Tasker::Channels::Config, "across the FFI", :ffi do
 
   it "raises Tasker::ConfigError carrying every problem" do
     error = config_error(environment: "staging", config_dir: "/nonexistent/tasker-config")
-    expect(error.errors.map { |problem| problem[:file] })
+    expect(error.errors.map(&:file))
       .to eq(["/nonexistent/tasker-config", "/nonexistent/tasker-config/environments"])
     # Plain `eq` only: other matchers load files lazily, which under GC.stress takes minutes.
-    expect(error.errors.map { |problem| error.message.include?(problem[:to_s]) }).to eq([true, true])
+    expect(error.errors.map { |problem| error.message.include?(problem.to_s) }).to eq([true, true])
     expect(error.errors.map(&:frozen?)).to eq([true, true])
   end
 end
@@ -289,28 +289,28 @@ RSpec.describe Tasker::Channels::Config do
       file = "environments/test/mpsc_channels.toml"
       with_config_dir(file => text) do |dir|
         problems = config_error(environment: "test", config_dir: dir).errors
-        expect(problems.map { |problem| problem[:file] }).to eq([File.join(dir, file)]), problems.inspect
+        expect(problems.map(&:file)).to eq([File.join(dir, file)]), problems.inspect
         problems.first
       end
     end
 
     it "reports a TOML syntax error with its line and column" do
       problem = problem_in("[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 3\noverflow = drop\n")
-      expect(problem).to include(line: 3, column: 12, key: nil)
-      expect(problem[:message]).to start_with("TOML syntax error:")
-      expect(problem[:to_s]).to match(%r{/environments/test/mpsc_channels\.toml:3:12: TOML syntax error})
+      expect(problem).to have_attributes(line: 3, column: 12, key: nil)
+      expect(problem.message).to start_with("TOML syntax error:")
+      expect(problem.to_s).to match(%r{/environments/test/mpsc_channels\.toml:3:12: TOML syntax error})
     end
 
     it "reports an unknown key with a did-you-mean suggestion" do
       problem = problem_in("[mpsc_channels.task_readiness.event_channel]\nbuffer_sise = 5\n")
-      expect(problem).to include(key: "task_readiness.event_channel.buffer_sise", line: 2, column: 1)
-      expect(problem[:message]).to include("did you mean `buffer_size`?")
+      expect(problem).to have_attributes(key: "task_readiness.event_channel.buffer_sise", line: 2, column: 1)
+      expect(problem.message).to include("did you mean `buffer_size`?")
     end
 
     it "names the fix for a table outside [mpsc_channels]" do
       problem = problem_in("[task_readiness.event_channel]\nbuffer_size = 100\n")
-      expect(problem).to include(key: "task_readiness.event_channel", line: 1)
-      expect(problem[:message]).to include("write it as [mpsc_channels.task_readiness.event_channel]")
+      expect(problem).to have_attributes(key: "task_readiness.event_channel", line: 1)
+      expect(problem.message).to include("write it as [mpsc_channels.task_readiness.event_channel]")
     end
 
     {
@@ -327,17 +327,17 @@ RSpec.describe Tasker::Channels::Config do
     }.each do |label, (text, key, fragment)|
       it "reports a wrong type: #{label}" do
         problem = problem_in(text)
-        expect(problem[:key]).to eq(key)
-        expect(problem[:line]).to eq(2)
-        expect(problem[:message]).to include(fragment)
+        expect(problem.key).to eq(key)
+        expect(problem.line).to eq(2)
+        expect(problem.message).to include(fragment)
       end
     end
 
     [0, 16_777_217].each do |capacity|
       it "rejects capacity #{capacity}" do
         problem = problem_in("[mpsc_channels.worker.command_processor]\ncommand_buffer_size = #{capacity}\n")
-        expect(problem).to include(key: "worker.command_processor.command_buffer_size", line: 2, column: 23)
-        expect(problem[:message]).to eq("capacity must be an integer in 1..=16777216, got #{capacity}")
+        expect(problem).to have_attributes(key: "worker.command_processor.command_buffer_size", line: 2, column: 23)
+        expect(problem.message).to eq("capacity must be an integer in 1..=16777216, got #{capacity}")
       end
     end
 
@@ -354,16 +354,16 @@ RSpec.describe Tasker::Channels::Config do
     %w[0 1.5].each do |threshold|
       it "rejects log_warning_threshold #{threshold}" do
         problem = problem_in("[mpsc_channels.overflow_policy]\nlog_warning_threshold = #{threshold}\n")
-        expect(problem[:key]).to eq("overflow_policy.log_warning_threshold")
-        expect(problem[:message]).to include("in (0, 1]", "got #{threshold}")
+        expect(problem.key).to eq("overflow_policy.log_warning_threshold")
+        expect(problem.message).to include("in (0, 1]", "got #{threshold}")
       end
     end
 
     { "shared.ffi" => "overflow", "overflow_policy" => "drop_policy" }.each do |table, key|
       it "rejects an unknown policy name in #{table}.#{key} and lists the valid ones" do
         problem = problem_in("[mpsc_channels.#{table}]\n#{key} = \"dropp\"\n")
-        expect(problem[:key]).to eq("#{table}.#{key}")
-        expect(problem[:message])
+        expect(problem.key).to eq("#{table}.#{key}")
+        expect(problem.message)
           .to include('unknown overflow policy "dropp" (valid: "block", "drop", "drop_oldest", "error")')
       end
     end
@@ -371,15 +371,15 @@ RSpec.describe Tasker::Channels::Config do
     [-1, 3_600_001].each do |timeout|
       it "rejects send_timeout_ms #{timeout}" do
         problem = problem_in("[mpsc_channels.task_readiness.event_channel]\nsend_timeout_ms = #{timeout}\n")
-        expect(problem[:key]).to eq("task_readiness.event_channel.send_timeout_ms")
-        expect(problem[:message]).to include("in 0..=3600000, got #{timeout}")
+        expect(problem.key).to eq("task_readiness.event_channel.send_timeout_ms")
+        expect(problem.message).to include("in 0..=3600000, got #{timeout}")
       end
     end
 
     it "rejects an unknown environment and lists the known ones" do
       error = config_error(environment: "staging")
       expect(error.errors.size).to eq(1)
-      expect(error.errors.first[:file]).to eq(shipped("environments"))
+      expect(error.errors.first.file).to eq(shipped("environments"))
       expect(error.message)
         .to include('unknown environment "staging"', "known environments: development, production, test")
     end
@@ -396,7 +396,7 @@ RSpec.describe Tasker::Channels::Config do
       with_config_dir do |dir|
         missing = File.join(dir, "absent")
         error = config_error(environment: "test", config_dir: missing)
-        expect(error.errors.map { |problem| problem[:file] }).to eq([missing])
+        expect(error.errors.map(&:file)).to eq([missing])
         expect(error.message).to include("does not exist")
       end
     end
@@ -412,7 +412,7 @@ RSpec.describe Tasker::Channels::Config do
         base = File.join(dir, "base/mpsc_channels.toml")
         env = File.join(dir, "environments/test/mpsc_channels.toml")
         expect(error.errors.size).to eq(4)
-        expect(error.errors.map { |problem| problem.values_at(:file, :key, :line) }).to eq(
+        expect(error.errors.map { |problem| problem.to_h.values_at(:file, :key, :line) }).to eq(
           [
             [base, "task_readiness.event_channel", 1],
             [env, "shared.ffi.ruby_event_buffer_size", 2],
@@ -422,14 +422,17 @@ RSpec.describe Tasker::Channels::Config do
         )
         expect(error.message).to start_with("invalid channel configuration (4 problems):")
         expect(error.message).to include("did you mean `log_warning_threshold`?")
-        error.errors.each { |problem| expect(error.message).to include(problem[:to_s]) }
+        error.errors.each { |problem| expect(error.message).to include(problem.to_s) }
       end
     end
 
-    it "gives frozen problem hashes with every field" do
-      error = problem_in("[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 0\n")
-      expect(error.keys).to eq(%i[file key line column message to_s])
-      expect(error).to be_frozen
+    it "gives frozen Problem values with every field, built by the Ruby class" do
+      problem = problem_in("[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 0\n")
+      expect(problem).to be_a(Tasker::ConfigError::Problem).and be_frozen
+      expect(problem.to_h.keys).to eq(%i[file key line column message])
+      expect(problem).to have_attributes(key: "shared.ffi.ruby_event_buffer_size", line: 2, column: 26)
+      expect(problem.to_s).to eq("#{problem.file}:2:26: shared.ffi.ruby_event_buffer_size: #{problem.message}")
+      expect(problem).to eq(Tasker::ConfigError::Problem.new(**problem.to_h))
       expect(config_error(environment: "staging").errors).to be_frozen
     end
 

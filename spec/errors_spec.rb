@@ -1,5 +1,8 @@
 # frozen_string_literal: true
 
+require "open3"
+require "rbconfig"
+
 RSpec.describe "Tasker error hierarchy", :ffi do
   it "roots every error in Tasker::Error < StandardError" do
     expect(Tasker::Error.superclass).to be(StandardError)
@@ -8,12 +11,28 @@ RSpec.describe "Tasker error hierarchy", :ffi do
     end
   end
 
-  it "gives Backpressure readers for channel, capacity and policy" do
-    expect(Tasker::Backpressure.instance_methods(false)).to include(:channel, :capacity, :policy)
+  it "defines the classes in Ruby; the extension raises those very classes" do
+    errors_file = File.expand_path("../lib/tasker/errors.rb", __dir__)
+    [Tasker::Backpressure, Tasker::ConfigError, Tasker::ConfigError::Problem].each do |klass|
+      expect(klass.instance_method(:initialize).source_location.first).to eq(errors_file)
+    end
+    runtime = channel_runtime({ "shared.ffi" => { capacity: 4 } })
+    error = begin
+      loop { runtime.publish("full.bus", {}) }
+    rescue Tasker::Backpressure => e
+      e
+    end
+    expect(error.class).to be(Tasker::Backpressure)
+    expect([error.channel, error.capacity, error.policy]).to eq(["shared.ffi", 4, "error"])
+    expect(error.policy).to be_frozen
   end
 
-  it "gives ConfigError a reader for its problems" do
-    expect(Tasker::ConfigError.instance_methods(false)).to include(:errors)
+  it "refuses to load the extension before the Ruby classes exist" do
+    lib = File.expand_path("../lib", __dir__)
+    out, status = Open3.capture2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-I", lib, "-e",
+                                  'require "tasker_channels/tasker_channels"')
+    expect(status).not_to be_success
+    expect(out).to include("LoadError", "Tasker::Error is not defined", 'require "tasker_channels"')
   end
 
   it "turns a Rust panic into a Tasker::Error instead of aborting the process" do
@@ -25,5 +44,86 @@ RSpec.describe "Tasker error hierarchy", :ffi do
 
   it "keeps the native and Ruby versions in step" do
     expect(Tasker::Channels::NATIVE_VERSION).to eq(Tasker::Channels::VERSION)
+  end
+end
+
+RSpec.describe Tasker::Backpressure do
+  it "is built with the attributes a rescue path reads, like the extension raises it" do
+    error = described_class.new("shared.ffi is full", channel: "shared.ffi", capacity: 10, policy: :error)
+    expect(error).to have_attributes(message: "shared.ffi is full", channel: "shared.ffi", capacity: 10,
+                                     policy: "error")
+    expect([error.channel, error.policy]).to all(be_frozen)
+  end
+
+  it "takes the policy as a String or a Symbol and reports it as a String" do
+    %w[block drop drop_oldest error].each do |policy|
+      expect(described_class.new(policy: policy.to_sym).policy).to eq(policy)
+      expect(described_class.new(policy: policy).policy).to eq(policy)
+    end
+  end
+
+  it "words a message from the attributes when none is given" do
+    expect(described_class.new(channel: "shared.ffi", capacity: 10, policy: :error).message)
+      .to eq("shared.ffi is full (capacity 10, policy error)")
+    expect(described_class.new(channel: "worker.command_processor").message).to eq("worker.command_processor is full")
+    expect(described_class.new.message).to eq("a channel is full")
+    expect { raise described_class, "plain" }.to raise_error(described_class, "plain")
+  end
+
+  it "refuses an unknown policy or a capacity that is not a positive Integer" do
+    expect { described_class.new(policy: :drop_newest) }
+      .to raise_error(ArgumentError, /policy: must be one of block, drop, drop_oldest, error .* got :drop_newest/)
+    expect { described_class.new(capacity: "10") }.to raise_error(ArgumentError, /capacity: must be a positive Integer/)
+    expect { described_class.new(capacity: 0) }.to raise_error(ArgumentError, /got 0/)
+  end
+end
+
+RSpec.describe Tasker::ConfigError do
+  let(:file) { "config/tasker/environments/test/mpsc_channels.toml" }
+  let(:problem) do
+    Tasker::ConfigError::Problem.new(file: file, key: "shared.ffi.overflow", line: 3, column: 12,
+                                     message: 'unknown overflow policy "dorp"')
+  end
+
+  it "lists Problem values, each a frozen value object" do
+    error = described_class.new(errors: [problem])
+    expect(error.errors).to eq([problem]).and be_frozen
+    expect(problem).to be_frozen
+    expect(problem.to_s).to eq("#{file}:3:12: shared.ffi.overflow: unknown overflow policy \"dorp\"")
+    expect(problem.to_h).to eq(file: file, key: "shared.ffi.overflow", line: 3, column: 12,
+                               message: 'unknown overflow policy "dorp"')
+    expect(problem).to eql(Tasker::ConfigError::Problem.new(**problem.to_h))
+    expect(problem.hash).to eq(Tasker::ConfigError::Problem.new(**problem.to_h).hash)
+    case problem
+    in { key: "shared.ffi.overflow", line: Integer => line }
+      expect(line).to eq(3)
+    end
+  end
+
+  it "words its message the way the extension does, one problem per line" do
+    missing = Tasker::ConfigError::Problem.new(file: "/nonexistent", message: "the config dir does not exist")
+    error = described_class.new(errors: [problem, { file: "a.toml", line: 2, message: "boom" }, missing])
+    expect(error.message).to eq(<<~TEXT.chomp)
+      invalid channel configuration (3 problems):
+        #{file}:3:12: shared.ffi.overflow: unknown overflow policy "dorp"
+        a.toml:2: boom
+        /nonexistent: the config dir does not exist
+    TEXT
+    expect(described_class.new("custom", errors: [problem]).message).to eq("custom")
+  end
+
+  it "matches what the extension raises for a real config" do
+    error = begin
+      Tasker::Channels::Config.load(environment: "test", config_dir: "/nonexistent/tasker-config")
+    rescue described_class => e
+      e
+    end
+    expect(error.errors).to all(be_a(Tasker::ConfigError::Problem))
+    expect(error.message).to eq(described_class.new(errors: error.errors).message)
+  end
+
+  it "refuses a position that is not a positive Integer" do
+    expect { Tasker::ConfigError::Problem.new(file: "a", message: "b", line: 0) }
+      .to raise_error(ArgumentError, /line: must be a positive Integer or nil, got 0/)
   end
 end

@@ -14,7 +14,8 @@ module ObservabilitySpec
   CHANNEL_FAMILIES = %w[
     mpsc_channel_capacity mpsc_channel_usage_percent mpsc_channel_messages_sent_total
     mpsc_channel_messages_received_total mpsc_channel_messages_dropped_total
-    mpsc_channel_full_events_total mpsc_channel_send_wait_seconds
+    mpsc_channel_full_events_total mpsc_channel_messages_rejected_total mpsc_channel_blocked_total
+    mpsc_channel_length mpsc_channel_high_water_mark mpsc_channel_send_wait_seconds
   ].freeze
   # Which stats key each per-channel family reports.
   FAMILY_STATS = {
@@ -23,7 +24,11 @@ module ObservabilitySpec
     "mpsc_channel_messages_sent_total" => :sent,
     "mpsc_channel_messages_received_total" => :received,
     "mpsc_channel_messages_dropped_total" => :dropped,
-    "mpsc_channel_full_events_total" => :full_events
+    "mpsc_channel_full_events_total" => :full_events,
+    "mpsc_channel_messages_rejected_total" => :rejected,
+    "mpsc_channel_blocked_total" => :blocked,
+    "mpsc_channel_length" => :length,
+    "mpsc_channel_high_water_mark" => :high_water_mark
   }.freeze
   # `name{labels} value` (labels optional); label values may hold escaped quotes and braces.
   SAMPLE = /\A(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\})? (?<value>\S+)\z/
@@ -237,6 +242,26 @@ RSpec.describe "Runtime#metrics exposition" do
         expect(l["component"]).to eq(l["channel"].split(".").first)
       end
     end
+  end
+
+  it "counts rejected and blocked sends, and reports the length and its peak" do
+    runtime = channel_runtime({ "task_readiness.event_channel" =>
+                                  { capacity: 2, overflow: "block", send_timeout_ms: 5 } })
+    channel = runtime.channel("task_readiness.event_channel")
+    2.times { |i| channel.push(i) }
+    expect { channel.push(:late) }.to raise_error(Tasker::Backpressure, /stayed full/)
+    channel.pop(timeout: 1)
+    families = parse_exposition(runtime.metrics)
+
+    values = %w[
+      mpsc_channel_messages_rejected_total mpsc_channel_blocked_total mpsc_channel_length mpsc_channel_high_water_mark
+    ].to_h { |family| [family, series(families, family, "task_readiness.event_channel").map(&:last)] }
+    expect(values).to eq(
+      "mpsc_channel_messages_rejected_total" => [1], "mpsc_channel_blocked_total" => [1],
+      "mpsc_channel_length" => [1], "mpsc_channel_high_water_mark" => [2]
+    )
+    expect(families.fetch("mpsc_channel_length")[:type]).to eq("gauge")
+    expect(families.fetch("mpsc_channel_blocked_total")[:type]).to eq("counter")
   end
 
   it "reports the same values as stats" do

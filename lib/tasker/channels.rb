@@ -6,6 +6,7 @@ require_relative "channels/event"
 require_relative "channels/subscription"
 require_relative "channels/runtime"
 require_relative "channels/fork_hook"
+require_relative "channels/logging"
 require_relative "channels/testing"
 require_relative "channels/exit_hook"
 
@@ -90,6 +91,20 @@ module Tasker
         runtime.channel(name)
       end
 
+      # The logger the extension's log records go to (nil: stderr, the default). See Logging.
+      def logger
+        Logging.logger
+      end
+
+      def logger=(logger)
+        Logging.logger = logger
+      end
+
+      # Where log records go and how many were forwarded or dropped. See Logging.stats.
+      def log_stats
+        Logging.stats
+      end
+
       # Shuts the default runtime down (if it was built) and forgets it; the next use builds a
       # fresh one. Called at exit.
       def shutdown(timeout: 5)
@@ -136,10 +151,15 @@ module Tasker
       def after_fork_in_child
         @default_lock = Mutex.new
         @dispatching_lock = Mutex.new
+        Logging.after_fork_in_child
         @dispatching.each_key { |runtime| runtime.after_fork_in_child if runtime.respond_to?(:after_fork_in_child) }
       end
     end
   end
 end
 
-at_exit { Tasker::Channels::ExitHook.run }
+at_exit do
+  Tasker::Channels::ExitHook.run
+  # What the shutdown logged should still reach the app's logger.
+  Tasker::Channels::Logging.flush(timeout: 1)
+end

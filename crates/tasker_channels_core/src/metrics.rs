@@ -504,6 +504,10 @@ pub const MESSAGES_SENT: &str = "mpsc_channel_messages_sent_total";
 pub const MESSAGES_RECEIVED: &str = "mpsc_channel_messages_received_total";
 pub const MESSAGES_DROPPED: &str = "mpsc_channel_messages_dropped_total";
 pub const FULL_EVENTS: &str = "mpsc_channel_full_events_total";
+pub const MESSAGES_REJECTED: &str = "mpsc_channel_messages_rejected_total";
+pub const BLOCKED: &str = "mpsc_channel_blocked_total";
+pub const LENGTH: &str = "mpsc_channel_length";
+pub const HIGH_WATER_MARK: &str = "mpsc_channel_high_water_mark";
 pub const SEND_WAIT_SECONDS: &str = "mpsc_channel_send_wait_seconds";
 
 /// Appends the channel families the design lists (docs/design.md §6), one header per family, one series per channel.
@@ -528,6 +532,12 @@ pub fn write_channel_families(out: &mut PrometheusText, samples: &[ChannelSample
         "Messages queued as a percentage of capacity.",
         |s| s.usage_percent,
     );
+    gauge(LENGTH, "Messages queued now.", |s| s.length as f64);
+    gauge(
+        HIGH_WATER_MARK,
+        "The most messages ever queued at once.",
+        |s| s.high_water_mark as f64,
+    );
 
     let mut counter = |name: &str, help: &str, value: fn(&ChannelStats) -> u64| {
         out.family(name, MetricKind::Counter, help);
@@ -550,6 +560,14 @@ pub fn write_channel_families(out: &mut PrometheusText, samples: &[ChannelSample
     );
     counter(FULL_EVENTS, "Times a sender found the channel full.", |s| {
         s.full_events
+    });
+    counter(
+        MESSAGES_REJECTED,
+        "Sends that gave up and handed their message back (full, timed out, closed or interrupted).",
+        |s| s.rejected,
+    );
+    counter(BLOCKED, "Sends that waited for room in the channel.", |s| {
+        s.blocked
     });
 
     out.family(
@@ -827,6 +845,12 @@ pub(crate) mod tests {
         }
         a.record_sent_after_wait(Duration::from_micros(40));
         a.record_sent_after_wait(Duration::from_millis(250));
+        a.observe_length(6);
+        for _ in 0..3 {
+            a.record_rejected();
+        }
+        a.record_blocked();
+        a.record_blocked();
         b.record_sent_after_wait(Duration::from_secs(99));
         let text = render_channels(&[sample("shared.ffi", &a, 2), sample("odd\"na\\me\n", &b, 0)]);
         let values = parse_exposition(&text);
@@ -838,13 +862,32 @@ pub(crate) mod tests {
             MESSAGES_RECEIVED,
             MESSAGES_DROPPED,
             FULL_EVENTS,
+            MESSAGES_REJECTED,
+            BLOCKED,
+            LENGTH,
+            HIGH_WATER_MARK,
             SEND_WAIT_SECONDS,
         ] {
             assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1);
         }
+        for (family, kind) in [
+            (MESSAGES_REJECTED, "counter"),
+            (BLOCKED, "counter"),
+            (LENGTH, "gauge"),
+            (HIGH_WATER_MARK, "gauge"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family}"
+            );
+        }
         let series = r#"component="shared",channel="shared.ffi""#;
         assert_eq!(values[&format!("{MESSAGES_SENT}{{{series}}}")], 9.0);
         assert_eq!(values[&format!("{USAGE_PERCENT}{{{series}}}")], 20.0);
+        assert_eq!(values[&format!("{MESSAGES_REJECTED}{{{series}}}")], 3.0);
+        assert_eq!(values[&format!("{BLOCKED}{{{series}}}")], 2.0);
+        assert_eq!(values[&format!("{LENGTH}{{{series}}}")], 2.0);
+        assert_eq!(values[&format!("{HIGH_WATER_MARK}{{{series}}}")], 6.0);
 
         let escaped = r#"component="shared",channel="odd\"na\\me\n""#;
         for labels in [series, escaped] {

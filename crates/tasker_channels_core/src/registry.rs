@@ -93,9 +93,11 @@ impl<T> ChannelRegistry<T> {
         self.channels.iter().map(MonitoredChannel::sample).collect()
     }
 
-    /// Appends the channel families to `out`, so other families can share the text.
+    /// Appends the channel families to `out`, so other families can share the text, then the
+    /// process's log pipeline (one more bounded queue, shared by every registry).
     pub fn write_prometheus(&self, out: &mut PrometheusText) {
         write_channel_families(out, &self.samples());
+        crate::logging::write_prometheus(out);
     }
 
     pub fn prometheus_text(&self) -> String {
@@ -207,6 +209,8 @@ mod tests {
         for spec in specs() {
             assert!(text.contains(&format!("channel=\"{}\"", spec.name)));
         }
+        // The log pipeline's drops are visible wherever the channels are.
+        assert!(values.contains_key(crate::logging::LOG_RECORDS_DROPPED));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tasker_channels_core::config::{
     ChannelSpec, Config, ConfigErrors, LoadOptions, CONFIG_DIR_VAR, ENVIRONMENT_VAR,
 };
 
-use crate::errors::{config_error, guard};
+use crate::errors::{config_error, config_problem, guard};
 use crate::gvl::{check_interrupts, without_gvl};
 
 #[magnus::wrap(class = "Tasker::Channels::Config", free_immediately, size)]
@@ -86,19 +86,25 @@ fn load(
 }
 
 fn config_errors_to_ruby(ruby: &Ruby, errors: &ConfigErrors) -> Error {
+    match problems_to_ruby(ruby, errors) {
+        Ok(problems) => config_error(ruby, &errors.to_string(), problems),
+        Err(error) => error,
+    }
+}
+
+/// Every problem as a `Tasker::ConfigError::Problem`, in file order.
+fn problems_to_ruby(ruby: &Ruby, errors: &ConfigErrors) -> Result<RArray, Error> {
     let problems = ruby.ary_new_capa(errors.problems.len());
     for problem in &errors.problems {
-        let hash = ruby.hash_new();
-        let _ = hash.aset(ruby.to_symbol("file"), problem.file.as_str());
-        let _ = hash.aset(ruby.to_symbol("key"), problem.key.as_deref());
-        let _ = hash.aset(ruby.to_symbol("line"), problem.line);
-        let _ = hash.aset(ruby.to_symbol("column"), problem.column);
-        let _ = hash.aset(ruby.to_symbol("message"), problem.message.as_str());
-        let _ = hash.aset(ruby.to_symbol("to_s"), problem.to_string());
-        hash.freeze();
-        let _ = problems.push(hash);
+        let fields = ruby.hash_new();
+        fields.aset(ruby.to_symbol("file"), problem.file.as_str())?;
+        fields.aset(ruby.to_symbol("key"), problem.key.as_deref())?;
+        fields.aset(ruby.to_symbol("line"), problem.line)?;
+        fields.aset(ruby.to_symbol("column"), problem.column)?;
+        fields.aset(ruby.to_symbol("message"), problem.message.as_str())?;
+        problems.push(config_problem(ruby, fields)?)?;
     }
-    config_error(ruby, &errors.to_string(), problems)
+    Ok(problems)
 }
 
 impl RbConfig {

@@ -1,14 +1,16 @@
-//! Ruby exception classes and the conversion of core errors and Rust panics into them.
+//! The Ruby exception classes the extension raises, and the conversion of core errors and
+//! Rust panics into them.
 //!
-//! Owns `Tasker::Error` and its subclasses, and `guard`, which every binding entry point
-//! uses so that no panic ever unwinds into Ruby. It must never decide *when* to fail:
-//! it only translates failures the core reports.
+//! The classes are defined in Ruby (`lib/tasker/errors.rb`, loaded first); this module only
+//! looks them up, builds instances cheaply, and provides `guard`, which every binding entry
+//! point uses so that no panic ever unwinds into Ruby. It must never define an error class,
+//! nor decide *when* to fail: it only translates failures the core reports.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use magnus::{
-    exception::ExceptionClass, function, prelude::*, value::Lazy, Error, Exception, IntoValue,
-    RArray, RModule, Ruby, Value,
+    exception::ExceptionClass, function, prelude::*, value::Lazy, Error, Exception, KwArgs, RArray,
+    RClass, RModule, Ruby, Value,
 };
 
 static TASKER_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| class_under_tasker(ruby, "Error"));
@@ -18,33 +20,44 @@ static CONFIG_ERROR: Lazy<ExceptionClass> =
     Lazy::new(|ruby| class_under_tasker(ruby, "ConfigError"));
 static CLOSED_ERROR: Lazy<ExceptionClass> =
     Lazy::new(|ruby| class_under_tasker(ruby, "ClosedError"));
+static CONFIG_PROBLEM: Lazy<RClass> = Lazy::new(|ruby| {
+    let config_error: RClass = ruby.get_inner(&CONFIG_ERROR).as_r_class();
+    config_error
+        .const_get("Problem")
+        .expect("Tasker::ConfigError::Problem is checked at load time")
+});
+
+/// The exception classes the extension raises, by name under `Tasker`.
+const CLASS_NAMES: [&str; 4] = ["Error", "Backpressure", "ConfigError", "ClosedError"];
 
 fn class_under_tasker(ruby: &Ruby, name: &str) -> ExceptionClass {
-    let tasker: RModule = ruby
-        .class_object()
-        .const_get("Tasker")
-        .expect("Tasker is defined at load time");
-    tasker
-        .const_get(name)
-        .expect("Tasker error classes are defined at load time")
+    lookup(ruby, name).expect("Tasker error classes are checked at load time")
 }
 
-/// Defines the error hierarchy under `Tasker`.
-pub fn define(ruby: &Ruby, tasker: RModule) -> Result<(), Error> {
-    let base = tasker.define_error("Error", ruby.exception_standard_error())?;
-    let backpressure = tasker.define_error("Backpressure", base)?;
-    // Readers for what a rescuer needs to decide: which channel, how big, which policy.
-    let _: Value = backpressure.funcall(
-        "attr_reader",
-        (
-            ruby.to_symbol("channel"),
-            ruby.to_symbol("capacity"),
-            ruby.to_symbol("policy"),
-        ),
-    )?;
-    let config_error = tasker.define_error("ConfigError", base)?;
-    let _: Value = config_error.funcall("attr_reader", (ruby.to_symbol("errors"),))?;
-    tasker.define_error("ClosedError", base)?;
+fn lookup(ruby: &Ruby, name: &str) -> Result<ExceptionClass, Error> {
+    let tasker: RModule = ruby.class_object().const_get("Tasker")?;
+    tasker.const_get(name)
+}
+
+/// Checks that `lib/tasker/errors.rb` has defined every class the extension raises, so a
+/// missing one fails the `require` with a clear message instead of a later raise.
+pub fn check_defined(ruby: &Ruby) -> Result<(), Error> {
+    let missing = |name: &str| {
+        Error::new(
+            ruby.exception_load_error(),
+            format!(
+                "Tasker::{name} is not defined: load the extension with `require \"tasker_channels\"` \
+                 (it requires tasker/errors first), not by its file name"
+            ),
+        )
+    };
+    for name in CLASS_NAMES {
+        lookup(ruby, name).map_err(|_| missing(name))?;
+    }
+    let config_error: RClass = lookup(ruby, "ConfigError")?.as_r_class();
+    config_error
+        .const_get::<_, RClass>("Problem")
+        .map_err(|_| missing("ConfigError::Problem"))?;
     Ok(())
 }
 
@@ -58,9 +71,11 @@ pub fn closed_error(ruby: &Ruby, message: impl Into<String>) -> Error {
     Error::new(ruby.get_inner(&CLOSED_ERROR), message.into())
 }
 
-/// `Tasker::Backpressure` carrying the channel's name, capacity and policy. Built without a
-/// Ruby method call beyond the exception's own constructor: a refused publish is a normal
-/// event under load, and should cost little more than a plain `raise`.
+/// `Tasker::Backpressure` carrying the channel's name, capacity and policy (a frozen String,
+/// as `Channel#policy` spells it). Built without a Ruby method call beyond the exception's
+/// own constructor, which gets the message only (its keywords stay nil, so it does no work):
+/// the attributes are set directly. A refused publish is a normal event under load, and
+/// should cost little more than a plain `raise`.
 pub fn backpressure(
     ruby: &Ruby,
     message: &str,
@@ -131,34 +146,26 @@ impl LazyId3 {
     }
 }
 
-/// `Tasker::ConfigError` whose message lists every problem and whose `errors` returns them.
+/// `Tasker::ConfigError.new(message, errors: problems)`: the message lists every problem and
+/// `errors` returns them (the constructor freezes the list).
 pub fn config_error(ruby: &Ruby, message: &str, problems: RArray) -> Error {
-    build_exception(ruby, ruby.get_inner(&CONFIG_ERROR), message, |exc| {
-        problems.freeze();
-        set_ivar(exc, "@errors", problems)
-    })
-}
-
-fn build_exception(
-    ruby: &Ruby,
-    class: ExceptionClass,
-    message: &str,
-    set_attributes: impl FnOnce(Exception) -> Result<(), Error>,
-) -> Error {
-    match class
-        .new_instance((ruby.str_new(message),))
-        .and_then(|exc| {
-            set_attributes(exc)?;
-            Ok(exc)
-        }) {
-        Ok(exc) => Error::from(exc),
-        Err(err) => err,
+    let keywords = ruby.hash_new();
+    let built = keywords
+        .aset(ruby.to_symbol("errors"), problems)
+        .and_then(|()| {
+            ruby.get_inner(&CONFIG_ERROR)
+                .new_instance((ruby.str_new(message), KwArgs(keywords)))
+        });
+    match built {
+        Ok(exception) => Error::from(exception),
+        Err(error) => error,
     }
 }
 
-fn set_ivar(exc: Exception, name: &str, value: impl IntoValue) -> Result<(), Error> {
-    let _: Value = exc.funcall("instance_variable_set", (name, value))?;
-    Ok(())
+/// `Tasker::ConfigError::Problem.new(**fields)`: one located configuration problem.
+pub fn config_problem(ruby: &Ruby, fields: magnus::RHash) -> Result<Value, Error> {
+    ruby.get_inner(&CONFIG_PROBLEM)
+        .new_instance((KwArgs(fields),))
 }
 
 /// Runs a binding body, turning a Rust panic into a `Tasker::Error` instead of letting it

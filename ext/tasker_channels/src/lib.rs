@@ -10,6 +10,7 @@ mod errors;
 mod event_object;
 mod gvl;
 mod gvl_cell;
+mod logging;
 mod names;
 mod payload_conversion;
 mod refusal;
@@ -25,10 +26,11 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let tasker = ruby.define_module("Tasker")?;
     let channels = tasker.define_module("Channels")?;
     channels.const_set("NATIVE_VERSION", env!("CARGO_PKG_VERSION"))?;
-    errors::define(ruby, tasker)?;
+    errors::check_defined(ruby)?;
     errors::define_testing_hooks(ruby, channels)?;
     config::define(ruby, channels)?;
     channel::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
+    logging::define(ruby, channels)?;
     Ok(())
 }
