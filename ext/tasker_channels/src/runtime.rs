@@ -375,6 +375,7 @@ fn events_to_ruby(ruby: &Ruby, events: Vec<Event>) -> Result<RArray, Error> {
         let source = match event.source {
             EventSource::Ruby => ruby_source,
             EventSource::Rust => rust_source,
+            EventSource::Remote => ruby.to_symbol("remote"),
         };
         let published_at = epoch_nanos(ruby, event.published_at);
         let id = ruby.integer_from_u64(event.id).as_value();
