@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod payload;
+pub mod pg;
 pub mod policy;
 pub mod registry;
 pub mod wait;
