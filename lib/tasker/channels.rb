@@ -6,6 +6,7 @@ require_relative "channels/event"
 require_relative "channels/subscription"
 require_relative "channels/runtime"
 require_relative "channels/fork_hook"
+require_relative "channels/postgres"
 
 module Tasker
   # Bounded, monitored channels and the in-process event bus of a Tasker worker.

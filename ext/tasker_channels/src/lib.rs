@@ -7,6 +7,7 @@ mod channel;
 mod config;
 mod errors;
 mod gvl;
+mod listener;
 mod payload_conversion;
 mod runtime;
 mod waiting;
@@ -23,5 +24,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     config::define(ruby, channels)?;
     channel::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
+    listener::define(ruby, channels)?;
     Ok(())
 }

@@ -455,3 +455,16 @@ fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
     }
     Ok(hash)
 }
+
+/// The live bus of a `Tasker::Channels::Runtime` (its `@native` runtime's, rebuilt in a
+/// forked child), for bindings that attach to a runtime from outside.
+pub fn bus_of(ruby: &Ruby, runtime: Value) -> Result<Arc<EventBus>, Error> {
+    let native: Value = runtime.funcall("instance_variable_get", ("@native",))?;
+    let native = <&NativeRuntime>::try_convert(native).map_err(|_| {
+        Error::new(
+            ruby.exception_type_error(),
+            "expected a Tasker::Channels::Runtime",
+        )
+    })?;
+    Ok(native.handle.bus())
+}
