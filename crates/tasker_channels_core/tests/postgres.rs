@@ -645,3 +645,21 @@ fn shutdown_drains_the_relay_after_the_listeners_stop() {
     let refused = Listener::start(&bus, ListenerOptions::new(pg.url(), ["x"]));
     assert!(matches!(refused, Err(ListenError::Closed)));
 }
+
+/// More notifications readable at once than the listener handles per turn, with room to
+/// take them all: none may be dropped between turns.
+#[test]
+fn long_readable_bursts_lose_nothing_between_turns() {
+    let pg = cluster_or_skip!();
+    let bus = bus_with(10_000, 1_000);
+    let listener = start(&bus, ListenerOptions::new(pg.url(), ["long_burst"]));
+    const N: usize = 20_000;
+    pg.execute(&format!(
+        "SELECT pg_notify('long_burst', 'n' || g) FROM generate_series(1, {N}) g"
+    ));
+    let events = collect_until(&bus, Duration::from_secs(60), |events| events.len() >= N);
+    let distinct: HashSet<&str> = events.iter().map(|e| payload_str(e, "payload")).collect();
+    assert_eq!(distinct.len(), N);
+    assert_eq!(listener.stats().received, N as u64);
+    stop(&listener);
+}

@@ -204,6 +204,8 @@ impl Listener {
             bus: Arc::clone(bus),
             to,
             target: target.with_application_name(&format!("tasker_channels listener {id}")),
+            sampler_target: target
+                .with_application_name(&format!("tasker_channels queue sampler {id}")),
             table: coalesce_limit.map(CoalesceTable::new),
             counters: Arc::clone(&counters),
             commands: commands_rx,
@@ -387,6 +389,8 @@ struct Task {
     bus: Arc<EventBus>,
     to: MonitoredChannel<Message>,
     target: Target,
+    /// The same server, named differently in `pg_stat_activity`.
+    sampler_target: Target,
     options: ListenerOptions,
     table: Option<CoalesceTable>,
     counters: Arc<ListenerCounters>,
@@ -465,7 +469,7 @@ impl Task {
         };
         tokio::spawn(queue_usage::run(
             self.id,
-            self.target.clone(),
+            self.sampler_target.clone(),
             settings,
             Arc::clone(&self.bus),
             Arc::clone(&self.counters),
@@ -606,11 +610,13 @@ impl Task {
                     let error = self.broken(&error);
                     return self.lose(error, &to, &mut inflight, &mut held).await;
                 }
-                Step::Read(Some(Ok(message))) => {
+                Step::Read(Some(Ok(first))) => {
                     // Take whatever else is already readable in the same turn, without going
-                    // back through select!, as long as nothing has to wait.
-                    let mut message = message;
-                    for _ in 0..READ_BURST {
+                    // back through select!, as long as nothing has to wait. A message is only
+                    // fetched when it will be handled in this loop.
+                    let mut next = Some(first);
+                    let mut budget = READ_BURST;
+                    while let Some(message) = next.take() {
                         if let AsyncMessage::Notification(notification) = message {
                             let note = Pending::new(
                                 notification.channel().to_owned(),
@@ -630,13 +636,14 @@ impl Task {
                                 notice.message()
                             );
                         }
+                        budget -= 1;
                         let still_reading =
                             inflight.is_none() || (self.table.is_some() && held.is_none());
-                        if !still_reading {
+                        if budget == 0 || !still_reading {
                             break;
                         }
                         match poll_fn(|cx| Poll::Ready(connection.poll_message(cx))).await {
-                            Poll::Ready(Some(Ok(next))) => message = next,
+                            Poll::Ready(Some(Ok(message))) => next = Some(message),
                             Poll::Ready(None) => {
                                 let error = self.target.failure(
                                     FailureKind::Connection,
@@ -648,7 +655,7 @@ impl Task {
                                 let error = self.broken(&error);
                                 return self.lose(error, &to, &mut inflight, &mut held).await;
                             }
-                            Poll::Pending => break,
+                            Poll::Pending => {}
                         }
                     }
                 }

@@ -120,8 +120,6 @@ pub(crate) async fn run(
     counters: Arc<ListenerCounters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let target =
-        target.with_application_name(&format!("tasker_channels queue sampler {listener_id}"));
     let mut watch = QueueWatch::new(settings.threshold, settings.notice_interval);
     let mut backoff = Backoff::new(settings.reconnect_first_delay, settings.reconnect_max_delay);
     loop {
