@@ -41,10 +41,14 @@ module Tasker
         (@forwarders || []).reject(&:stopped?)
       end
 
+      # Guards creating each runtime's own lock (Runtime#initialize knows nothing of PostgreSQL).
+      POSTGRES_LOCK_GUARD = Mutex.new
+      private_constant :POSTGRES_LOCK_GUARD
+
       private
 
       def postgres_lock
-        @postgres_lock ||= Mutex.new
+        @postgres_lock || POSTGRES_LOCK_GUARD.synchronize { @postgres_lock ||= Mutex.new }
       end
 
       # Listeners stop before the runtime closes, and their last events reach the handlers
@@ -75,7 +79,7 @@ module Tasker
         def publish(name, payload = nil, **options)
           checked = payload.nil? ? options.except(:wait) : payload
           label = name.to_s
-          Forwarder.check(label, checked) if @forwarders.any? { |forwarder| forwarder.match?(label) }
+          Forwarder.check(label, checked) if @forwarders.any? { |f| f.match?(label) && !f.stopped? }
           payload.nil? ? super(name, **options) : super
         end
       end

@@ -997,11 +997,14 @@ impl Task {
                 }
             }
         }
-        let name = self
-            .names
-            .entry(note.channel.clone())
-            .or_insert_with(|| event_name_for(&note.channel))
-            .clone();
+        let name = match self.names.get(&note.channel) {
+            Some(name) => name.clone(),
+            None => {
+                let name = event_name_for(&note.channel);
+                self.names.insert(note.channel.clone(), name.clone());
+                name
+            }
+        };
         let mut entries = vec![
             ("channel", Payload::String(note.channel)),
             ("payload", Payload::String(note.payload)),
