@@ -135,7 +135,7 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
   end
 
   describe "failing to connect" do
-    it "names the host and never the password" do
+    it "names the host and never the password", :ffi do
       expect { runtime.listen("postgresql://worker:s3cret@db.internal:notaport/app", channels: ["x"]) }
         .to raise_error(Tasker::ConnectionError) { |error|
           expect(error.reason).to eq(:invalid_url)
@@ -314,7 +314,7 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
   end
 
   describe "observability" do
-    it "reports stats and Prometheus families for each listener" do
+    it "reports stats and Prometheus families for each listener", :ffi do
       listener = runtime.listen(url, channels: ["observed"])
       sql("SELECT pg_notify('observed', g::text) FROM generate_series(1, 10) g")
       expect(eventually { listener.stats[:received] == 10 && listener.stats[:queue_samples].positive? }).to be(true)
@@ -355,7 +355,7 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
       end
     end
 
-    it "refuses at publish what could not be forwarded, and accepts nothing of it" do
+    it "refuses at publish what could not be forwarded, and accepts nothing of it", :ffi do
       runtime.forward("step.*", to: "limits", url: url)
       published = runtime.event_stats[:published]
       expect { runtime.publish("step.big", { blob: "x" * 8_000 }) }.to raise_error(Tasker::PayloadTooLarge) { |error|
