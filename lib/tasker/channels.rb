@@ -9,6 +9,7 @@ require_relative "channels/fork_hook"
 require_relative "channels/logging"
 require_relative "channels/testing"
 require_relative "channels/exit_hook"
+require_relative "channels/postgres"
 
 module Tasker
   # Bounded, monitored channels and the in-process event bus of a Tasker worker.

@@ -17,6 +17,8 @@ pub enum EventSource {
     Ruby,
     /// Emitted by Rust code through `shared.event_publisher` (e.g. the channel monitor).
     Rust,
+    /// Forwarded from another process through PostgreSQL (see [`crate::pg`]).
+    Remote,
 }
 
 impl EventSource {
@@ -24,6 +26,7 @@ impl EventSource {
         match self {
             EventSource::Ruby => "ruby",
             EventSource::Rust => "rust",
+            EventSource::Remote => "remote",
         }
     }
 }

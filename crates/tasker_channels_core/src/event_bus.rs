@@ -407,6 +407,17 @@ impl EventBus {
         }
     }
 
+    /// A handle for Rust code that moves events onto the dispatch side itself (the
+    /// PostgreSQL relay): it waits for room in `worker.in_process_events` whatever its
+    /// policy, counts each event as emitted, and wakes a dispatcher.
+    pub fn dispatch_sender(&self) -> DispatchSender {
+        DispatchSender {
+            to: self.in_process.clone(),
+            dispatch: Arc::clone(&self.dispatch),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
     /// Waits (until `deadline`, unless interrupted) for events on the dispatch side — given
     /// back events first, then `shared.ffi` and `worker.in_process_events` in alternation —
     /// and appends up to `max` of them to `batch`. `Err(Closed)` once the bus is closed and
@@ -651,6 +662,39 @@ fn first_id_base() -> u64 {
     } else {
         // SAFETY: getpid has no preconditions.
         u64::from(unsafe { libc::getpid() }.unsigned_abs()) << 32
+    }
+}
+
+/// See [`EventBus::dispatch_sender`].
+#[derive(Clone)]
+pub struct DispatchSender {
+    to: MonitoredChannel<Message>,
+    dispatch: Arc<DispatchSide>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for DispatchSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchSender")
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DispatchSender {
+    /// Puts an event on the dispatch side, waiting for room; `Err` only once the dispatch
+    /// side is closed (the event comes back inside).
+    pub async fn send(&self, message: Message) -> Result<(), SendError<Message>> {
+        // A send that waits for room always enters: nothing is discarded on this path.
+        let _entered = self.to.send_async_forever(message).await?;
+        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+        self.dispatch.doorbell.notify_one();
+        Ok(())
+    }
+
+    /// True once the dispatch side is closed.
+    pub fn is_closed(&self) -> bool {
+        self.to.is_closed()
     }
 }
 

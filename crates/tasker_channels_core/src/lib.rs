@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pattern;
 pub mod payload;
+pub mod pg;
 pub mod policy;
 pub mod registry;
 pub mod wait;

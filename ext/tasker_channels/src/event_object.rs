@@ -55,11 +55,11 @@ pub fn build(ruby: &Ruby, fields: &EventFields) -> Value {
     }
 }
 
-/// `:ruby` or `:rust`: static symbols, made once (they are never freed or moved).
+/// `:ruby`, `:rust` or `:remote`: static symbols, made once (they are never freed or moved).
 pub fn source_symbol(source: EventSource) -> Value {
-    static SYMBOLS: OnceLock<[VALUE; 2]> = OnceLock::new();
+    static SYMBOLS: OnceLock<[VALUE; 3]> = OnceLock::new();
     let symbols = SYMBOLS.get_or_init(|| {
-        [EventSource::Ruby, EventSource::Rust].map(|source| {
+        [EventSource::Ruby, EventSource::Rust, EventSource::Remote].map(|source| {
             let name = source.as_str();
             // SAFETY: GVL held; a short, non-empty literal.
             unsafe { rb_sys::rb_id2sym(rb_sys::rb_intern2(name.as_ptr().cast(), name.len() as _)) }
@@ -68,6 +68,7 @@ pub fn source_symbol(source: EventSource) -> Value {
     let raw = match source {
         EventSource::Ruby => symbols[0],
         EventSource::Rust => symbols[1],
+        EventSource::Remote => symbols[2],
     };
     // SAFETY: a static symbol is an immediate value, valid for the life of the process.
     unsafe { Value::from_raw(raw) }

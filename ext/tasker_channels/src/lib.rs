@@ -10,6 +10,7 @@ mod errors;
 mod event_object;
 mod gvl;
 mod gvl_cell;
+mod listener;
 mod logging;
 mod names;
 mod payload_conversion;
@@ -32,5 +33,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     channel::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
     logging::define(ruby, channels)?;
+    listener::define(ruby, channels)?;
     Ok(())
 }

@@ -766,3 +766,14 @@ fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
     }
     Ok(hash)
 }
+
+/// The live bus of a `Tasker::Channels::Runtime` Ruby object (a forked child's fresh one).
+pub fn bus_of(ruby: &Ruby, runtime: Value) -> Result<Arc<EventBus>, Error> {
+    let runtime = <&Runtime>::try_convert(runtime).map_err(|_| {
+        Error::new(
+            ruby.exception_type_error(),
+            "expected a Tasker::Channels::Runtime",
+        )
+    })?;
+    Ok(runtime.state(ruby)?.handle.bus())
+}

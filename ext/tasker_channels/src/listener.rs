@@ -1,0 +1,310 @@
+//! `Tasker::Channels::Listener` and `Tasker::Channels::Forwarder`: the Ruby faces of the core's
+//! PostgreSQL listener and forwarder.
+//!
+//! Owns turning Ruby calls into listener and forwarder operations, waiting for their outcome
+//! without the GVL (connects, LISTEN confirmations, stops, forward queue room) in slices that
+//! Ruby can interrupt, and mapping their errors to `Tasker::ConnectionError`,
+//! `Tasker::PayloadTooLarge`, `Tasker::ClosedError` and `ArgumentError`. It must never touch
+//! a Ruby object without the GVL and never block in `Drop`.
+
+mod forwarding;
+
+use std::future::Future;
+use std::time::Instant;
+
+use magnus::{
+    exception::ExceptionClass, function, method, prelude::*, value::Lazy, Error, IntoValue, KwArgs,
+    RArray, RHash, RModule, Ruby, Value,
+};
+use tasker_channels_core::metrics::PrometheusText;
+use tasker_channels_core::pg::stats::{write_prometheus, ForwarderStats, ListenerStats};
+use tasker_channels_core::pg::{
+    relay, FailureKind, ListenError, Listener, ListenerOptions, PgError,
+};
+use tasker_channels_core::wait::{block_on, Interrupt};
+
+use crate::errors::{closed_error, guard};
+use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
+use crate::runtime::bus_of;
+
+pub use forwarding::RbForwarder;
+
+static CONNECTION_ERROR: Lazy<ExceptionClass> =
+    Lazy::new(|ruby| error_class(ruby, "ConnectionError"));
+
+/// The error classes lib/tasker/channels/postgres_errors.rb defines under `Tasker`.
+fn error_class(ruby: &Ruby, name: &str) -> ExceptionClass {
+    let tasker: RModule = ruby
+        .class_object()
+        .const_get("Tasker")
+        .expect("Tasker is defined at load time");
+    tasker.const_get(name).unwrap_or_else(|_| {
+        panic!("Tasker::{name} is defined by lib/tasker/channels/postgres_errors.rb")
+    })
+}
+
+#[magnus::wrap(class = "Tasker::Channels::Listener", free_immediately, size)]
+pub struct RbListener {
+    listener: Listener,
+}
+
+pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
+    let class = channels.define_class("Listener", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_singleton_method("_start", function!(RbListener::start, 6))?;
+    class.define_singleton_method("_metrics", function!(prometheus, 2))?;
+    class.define_singleton_method("_drain", function!(drain, 2))?;
+    class.define_method("id", method!(RbListener::id, 0))?;
+    class.define_method("target", method!(RbListener::target, 0))?;
+    class.define_method("channels", method!(RbListener::channels, 0))?;
+    class.define_method("connected?", method!(RbListener::is_connected, 0))?;
+    class.define_method("stopped?", method!(RbListener::is_stopped, 0))?;
+    class.define_method("stats", method!(RbListener::stats, 0))?;
+    class.define_method("_listen", method!(RbListener::listen, 2))?;
+    class.define_method("_unlisten", method!(RbListener::unlisten, 2))?;
+    class.define_method("_stop", method!(RbListener::stop, 1))?;
+    forwarding::define(ruby, channels)
+}
+
+impl RbListener {
+    /// `_start(runtime, url, channels, coalesce, coalesce_limit, queue_warning)`: connects
+    /// and LISTENs before it returns.
+    fn start(
+        ruby: &Ruby,
+        runtime: Value,
+        url: String,
+        channels: Vec<String>,
+        coalesce: bool,
+        coalesce_limit: usize,
+        queue_warning: f64,
+    ) -> Result<Self, Error> {
+        guard(|| {
+            let bus = bus_of(ruby, runtime)?;
+            let mut options = ListenerOptions::new(url, channels);
+            options.coalesce = coalesce;
+            options.coalesce_limit = coalesce_limit;
+            options.queue_warning = queue_warning;
+            let (listener, startup) =
+                Listener::start(&bus, options).map_err(|error| listen_error(ruby, error))?;
+            // Dropping the listener on an interrupt stops it.
+            match wait(startup, None)? {
+                Some(Ok(())) => Ok(RbListener { listener }),
+                Some(Err(error)) => Err(listen_error(ruby, error)),
+                None => unreachable!("an unbounded wait ends with the future or an interrupt"),
+            }
+        })
+    }
+
+    fn id(&self) -> u64 {
+        self.listener.id()
+    }
+
+    fn target(&self) -> String {
+        self.listener.target().to_owned()
+    }
+
+    fn channels(&self) -> Vec<String> {
+        self.listener.channels()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.listener.is_connected()
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.listener.is_stopped()
+    }
+
+    fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        listener_stats_to_ruby(ruby, &rb_self.listener.stats())
+    }
+
+    /// `_listen(names, timeout_seconds_or_nil)` → true once the server confirmed; false when
+    /// the timeout passed first (the LISTEN still happens when the listener gets to it).
+    fn listen(
+        ruby: &Ruby,
+        rb_self: &Self,
+        names: Vec<String>,
+        timeout: Option<f64>,
+    ) -> Result<bool, Error> {
+        guard(|| {
+            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+            let reply = rb_self
+                .listener
+                .listen(names)
+                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
+            command_outcome(ruby, wait(reply, deadline)?)
+        })
+    }
+
+    fn unlisten(
+        ruby: &Ruby,
+        rb_self: &Self,
+        names: Vec<String>,
+        timeout: Option<f64>,
+    ) -> Result<bool, Error> {
+        guard(|| {
+            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+            let reply = rb_self
+                .listener
+                .unlisten(names)
+                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
+            command_outcome(ruby, wait(reply, deadline)?)
+        })
+    }
+
+    /// `_stop(timeout)` → true once the connections are closed within `timeout` seconds.
+    fn stop(ruby: &Ruby, rb_self: &Self, timeout: Option<f64>) -> Result<bool, Error> {
+        guard(|| {
+            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+            rb_self.listener.stop();
+            Ok(wait(Box::pin(rb_self.listener.stopped()), deadline)?.is_some())
+        })
+    }
+}
+
+fn command_outcome(ruby: &Ruby, outcome: Option<Result<(), ListenError>>) -> Result<bool, Error> {
+    match outcome {
+        None => Ok(false),
+        Some(Ok(())) => Ok(true),
+        Some(Err(error)) => Err(listen_error(ruby, error)),
+    }
+}
+
+/// `Listener._metrics(listeners, forwarders)`: Prometheus families for all of them at once,
+/// so each family's header appears once.
+fn prometheus(listeners: RArray, forwarders: RArray) -> Result<String, Error> {
+    let mut listener_stats: Vec<ListenerStats> = Vec::with_capacity(listeners.len());
+    for value in listeners.into_iter() {
+        let listener = <&RbListener>::try_convert(value)?;
+        listener_stats.push(listener.listener.stats());
+    }
+    let mut forwarder_stats: Vec<ForwarderStats> = Vec::with_capacity(forwarders.len());
+    for value in forwarders.into_iter() {
+        let forwarder = <&RbForwarder>::try_convert(value)?;
+        forwarder_stats.push(forwarder.stats_snapshot());
+    }
+    let mut out = PrometheusText::new();
+    write_prometheus(&mut out, &listener_stats, &forwarder_stats);
+    Ok(out.into_string())
+}
+
+/// `Listener._drain(runtime, timeout)`: after the runtime's listeners stopped, closes
+/// `orchestration.event_listeners` and waits until the relay moved the rest to the dispatch
+/// side. True when it finished (or none ran) and gave nothing up.
+fn drain(ruby: &Ruby, runtime: Value, timeout: Option<f64>) -> Result<bool, Error> {
+    guard(|| {
+        let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
+        let bus = bus_of(ruby, runtime)?;
+        let Some(state) = relay::close(&bus) else {
+            return Ok(true);
+        };
+        let finished = {
+            let state = std::sync::Arc::clone(&state);
+            Box::pin(async move { state.finished().await })
+        };
+        let done = wait(finished, deadline)?.is_some();
+        Ok(done && state.undelivered() == 0)
+    })
+}
+
+/// Waits for `future` without the GVL, in slices, delivering Ruby interrupts between them.
+/// `None` when `deadline` passed first.
+pub fn wait<F>(mut future: F, deadline: Option<Instant>) -> Result<Option<F::Output>, Error>
+where
+    F: Future + Unpin,
+{
+    let interrupt = Interrupt::new();
+    loop {
+        let slice_end = slice_deadline(deadline);
+        interrupt.reset();
+        let outcome = without_gvl(
+            || block_on(&mut future, Some(slice_end), Some(&interrupt)).ok(),
+            unblocker(&interrupt),
+        );
+        if let Some(Some(output)) = outcome {
+            return Ok(Some(output));
+        }
+        check_interrupts()?;
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(None);
+        }
+    }
+}
+
+pub fn listen_error(ruby: &Ruby, error: ListenError) -> Error {
+    match error {
+        ListenError::Channel(invalid) => {
+            Error::new(ruby.exception_arg_error(), invalid.to_string())
+        }
+        ListenError::Option(message) => Error::new(ruby.exception_arg_error(), message),
+        ListenError::Pg(error) => connection_error(ruby, &error),
+        ListenError::Closed => closed_error(ruby, error.to_string()),
+        ListenError::Stopped => closed_error(ruby, error.to_string()),
+    }
+}
+
+/// `Tasker::ConnectionError` with `host`, `code` (SQLSTATE or nil) and `reason` (a Symbol).
+pub fn connection_error(ruby: &Ruby, error: &PgError) -> Error {
+    let class = ruby.get_inner(&CONNECTION_ERROR);
+    let kwargs = ruby.hash_new();
+    let built = (|| {
+        kwargs.aset(ruby.to_symbol("host"), error.host.clone())?;
+        kwargs.aset(ruby.to_symbol("code"), error.code.clone())?;
+        kwargs.aset(
+            ruby.to_symbol("reason"),
+            ruby.to_symbol(reason_name(error.kind)),
+        )?;
+        class.funcall::<_, _, Value>("new", (error.to_string(), KwArgs(kwargs)))
+    })();
+    match built.and_then(magnus::Exception::try_convert) {
+        Ok(exception) => Error::from(exception),
+        Err(failed) => failed,
+    }
+}
+
+fn reason_name(kind: FailureKind) -> &'static str {
+    kind.as_str()
+}
+
+fn listener_stats_to_ruby(ruby: &Ruby, stats: &ListenerStats) -> Result<RHash, Error> {
+    let hash = ruby.hash_new();
+    let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
+    set("id", stats.id.into_value_with(ruby))?;
+    set("target", stats.target.as_str().into_value_with(ruby))?;
+    set("channels", stats.channels.clone().into_value_with(ruby))?;
+    set("connected", stats.connected.into_value_with(ruby))?;
+    set("stopped", stats.stopped.into_value_with(ruby))?;
+    set("backend_pid", stats.backend_pid.into_value_with(ruby))?;
+    set("coalesce_limit", stats.coalesce_limit.into_value_with(ruby))?;
+    set(
+        "coalesce_pending",
+        stats.coalesce_pending_entries.into_value_with(ruby),
+    )?;
+    set("backpressured", stats.backpressured.into_value_with(ruby))?;
+    set("queue_usage", stats.queue_usage.into_value_with(ruby))?;
+    set("last_error", stats.last_error.clone().into_value_with(ruby))?;
+    for (key, value) in [
+        ("received", stats.received),
+        ("events", stats.events),
+        ("coalesced", stats.coalesced),
+        ("coalesce_full", stats.coalesce_full),
+        (
+            "coalesce_pending_notifications",
+            stats.coalesce_pending_notifications,
+        ),
+        ("remote_events", stats.remote_events),
+        ("remote_errors", stats.remote_errors),
+        ("undecodable", stats.undecodable),
+        ("backpressure_waits", stats.backpressure_waits),
+        ("disconnects", stats.disconnects),
+        ("reconnects", stats.reconnects),
+        ("queue_samples", stats.queue_samples),
+        ("queue_sample_errors", stats.queue_sample_errors),
+        ("queue_notices", stats.queue_notices),
+        ("queue_notices_suppressed", stats.queue_notices_suppressed),
+    ] {
+        set(key, value.into_value_with(ruby))?;
+    }
+    Ok(hash)
+}
