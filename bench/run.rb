@@ -106,6 +106,17 @@ module Bench
       { commit: nil, uncommitted_changes: [] }
     end
 
+    # JSON has no Infinity or NaN (a ratio over a zero-time minimum is infinite): write those
+    # as strings.
+    def finite(value)
+      case value
+      when Hash then value.transform_values { |inner| finite(inner) }
+      when Array then value.map { |inner| finite(inner) }
+      when Float then value.finite? ? value : value.to_s
+      else value
+      end
+    end
+
     def write_json(results, machine, elapsed)
       path = ENV.fetch("BENCH_OUTPUT", File.join(Bench::ROOT, "bench", "results", "latest.json"))
       FileUtils.mkdir_p(File.dirname(path))
@@ -120,7 +131,7 @@ module Bench
           { seconds: result[:seconds], details: result[:details], error: result[:error] }.compact
         end
       }
-      File.write(path, "#{JSON.pretty_generate(document)}\n")
+      File.write(path, "#{JSON.pretty_generate(finite(document))}\n")
       puts "\nWrote #{path}"
     end
   end
