@@ -13,8 +13,8 @@ RSpec.describe "Tasker error hierarchy", :ffi do
 
   it "defines the classes in Ruby; the extension raises those very classes" do
     errors_file = File.expand_path("../lib/tasker/errors.rb", __dir__)
-    [Tasker::Backpressure, Tasker::ConfigError, Tasker::ConfigError::Problem].each do |klass|
-      expect(klass.instance_method(:initialize).source_location.first).to eq(errors_file)
+    %w[Error Backpressure ConfigError ConfigError::Problem ClosedError].each do |name|
+      expect(Tasker.const_source_location(name).first).to eq(errors_file)
     end
     runtime = channel_runtime({ "shared.ffi" => { capacity: 4 } })
     error = begin
@@ -70,7 +70,7 @@ RSpec.describe Tasker::Backpressure do
     expect { raise described_class, "plain" }.to raise_error(described_class, "plain")
   end
 
-  it "refuses an unknown policy or a capacity that is not a positive Integer" do
+  it "refuses an unknown policy or a capacity that is not a positive Integer", :ill_typed do
     expect { described_class.new(policy: :drop_newest) }
       .to raise_error(ArgumentError, /policy: must be one of block, drop, drop_oldest, error .* got :drop_newest/)
     expect { described_class.new(capacity: "10") }.to raise_error(ArgumentError, /capacity: must be a positive Integer/)

@@ -80,7 +80,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
       expect(names_seen_by(/failed|done/)).to eq(%w[step.failed task.done])
     end
 
-    it "rejects malformed patterns" do
+    it "rejects malformed patterns", :ill_typed do
       expect { runtime.subscribe("") { nil } }.to raise_error(ArgumentError, /empty/)
       expect { runtime.subscribe("a..b") { nil } }.to raise_error(ArgumentError, /empty segment/)
       expect { runtime.subscribe("step.comp*") { nil } }.to raise_error(ArgumentError, /whole segment/)
@@ -139,7 +139,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     expect(runtime.event_stats).to include(published: 2, delivered: 1, unmatched: 1)
   end
 
-  describe "bad input" do
+  describe "bad input", :ill_typed do
     it "refuses bad names with ArgumentError or TypeError and enqueues nothing" do
       expect { runtime.publish("", {}) }.to raise_error(ArgumentError, /empty/)
       expect { runtime.publish("a..b") }.to raise_error(ArgumentError, /segments/)

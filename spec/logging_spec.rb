@@ -163,7 +163,7 @@ RSpec.describe Tasker::Channels::Logging do
     reader&.close
   end
 
-  it "refuses a logger that lacks a level method, and a queue size out of range" do
+  it "refuses a logger that lacks a level method, and a queue size out of range", :ill_typed do
     expect { Tasker::Channels.logger = Object.new }
       .to raise_error(ArgumentError, /must respond to error, warn, info, debug; .* lacks error, warn, info, debug/)
     expect { described_class.queue_size = 0 }.to raise_error(ArgumentError, /queue_size must be an Integer in 1\.\./)

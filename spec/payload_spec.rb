@@ -128,7 +128,7 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
     end
   end
 
-  describe "refused values" do
+  describe "refused values", :ill_typed do
     # Each refusal must leave the channel exactly as it was: only :before queued, nothing
     # counted as sent or rejected for the refused value.
     def expect_refused(value, error_class, message)
@@ -202,7 +202,7 @@ RSpec.describe "Payloads through Channel#push and #pop", :ffi do
     end
   end
 
-  describe "published event payloads" do
+  describe "published event payloads", :ill_typed do
     it "raise TypeError naming payload[...] where they cross into Rust, and enqueue nothing" do
       expect { runtime.emit("job.done", { user: Object.new }) }
         .to raise_error(TypeError, /\Apayload\[:user\] is an? Object/)

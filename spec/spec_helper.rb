@@ -7,6 +7,9 @@ require "tasker_channels"
 
 Dir[File.join(__dir__, "support", "helpers", "*.rb")].each { |file| require file }
 
+# Examples tagged :ill_typed pass values their signatures in sig/ forbid (or cyclic ones the
+# type checker cannot walk) to prove how they are refused; `rake spec:rbs`, which checks every
+# call against the signatures, leaves them out.
 RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :random
