@@ -49,6 +49,7 @@ RSpec.describe Tasker::Channels::CLI do
       expect(row(out, "shared.ffi", "send_timeout_ms")).to eq(["shared.ffi", "send_timeout_ms", "-", "-"])
       expect(out).to match(/^  log_warning_threshold\s+0\.8\s+#{Regexp.escape(base_file)}$/)
       expect(out).to match(/^  drop_policy\s+block\s+#{Regexp.escape(base_file)}$/)
+      expect(out).to match(/^  notice_interval_ms\s+1000\s+#{Regexp.escape(base_file)}$/)
     end
 
     it "aligns the table's columns" do
@@ -123,6 +124,9 @@ RSpec.describe Tasker::Channels::CLI do
           .to eq("key" => "task_readiness.event_channel.send_timeout_ms", "file" => base_file)
         expect(JSON.parse(out)["overflow_policy"]["sources"]["log_warning_threshold"])
           .to eq("key" => "overflow_policy.log_warning_threshold", "file" => base_file)
+        expect(JSON.parse(out)["overflow_policy"]["sources"]["notice_interval_ms"])
+          .to eq("key" => "overflow_policy.notice_interval_ms", "file" => base_file)
+        expect(JSON.parse(out)["overflow_policy"]["notice_interval_ms"]).to eq(1000)
       end
     end
 

@@ -228,7 +228,8 @@ RSpec.describe Tasker::Channels::Config do
       hash = config.to_h
       expect(hash.keys).to contain_exactly("orchestration", "task_readiness", "worker", "shared", "overflow_policy")
       expect(hash.dig("task_readiness", "event_channel")).to eq("buffer_size" => 500, "send_timeout_ms" => 1000)
-      expect(hash["overflow_policy"]).to eq("log_warning_threshold" => 0.8, "drop_policy" => "block")
+      expect(hash["overflow_policy"])
+        .to eq("log_warning_threshold" => 0.8, "drop_policy" => "block", "notice_interval_ms" => 1000)
       capacity_keys.each do |channel, key|
         expect(hash.dig(*channel.split("."), key)).to eq(config["#{channel}.#{key}"])
       end
@@ -323,7 +324,9 @@ RSpec.describe Tasker::Channels::Config do
       "a string threshold" => ["[mpsc_channels.overflow_policy]\nlog_warning_threshold = \"80%\"\n",
                                "overflow_policy.log_warning_threshold", 'got the string "80%"'],
       "a float timeout" => ["[mpsc_channels.task_readiness.event_channel]\nsend_timeout_ms = 1.5\n",
-                            "task_readiness.event_channel.send_timeout_ms", "got 1.5"]
+                            "task_readiness.event_channel.send_timeout_ms", "got 1.5"],
+      "a string notice interval" => ["[mpsc_channels.overflow_policy]\nnotice_interval_ms = \"1s\"\n",
+                                     "overflow_policy.notice_interval_ms", 'got the string "1s"']
     }.each do |label, (text, key, fragment)|
       it "reports a wrong type: #{label}" do
         problem = problem_in(text)
@@ -365,6 +368,26 @@ RSpec.describe Tasker::Channels::Config do
         expect(problem.key).to eq("#{table}.#{key}")
         expect(problem.message)
           .to include('unknown overflow policy "dropp" (valid: "block", "drop", "drop_oldest", "error")')
+      end
+    end
+
+    [-1, 3_600_001].each do |interval|
+      it "rejects notice_interval_ms #{interval} at its line and column" do
+        problem = problem_in("[mpsc_channels.overflow_policy]\nnotice_interval_ms = #{interval}\n")
+        expect(problem).to have_attributes(key: "overflow_policy.notice_interval_ms", line: 2, column: 22)
+        expect(problem.message).to include("in 0..=3600000", "got #{interval}")
+      end
+    end
+
+    it "suggests notice_interval_ms for a near miss" do
+      problem = problem_in("[mpsc_channels.overflow_policy]\nnotice_interval = 5\n")
+      expect(problem.message).to include("did you mean `notice_interval_ms`?")
+    end
+
+    it "reads notice_interval_ms, 0 included" do
+      expect(described_class.load(environment: "test").notice_interval_ms).to eq(1000)
+      with_config_dir("base/mpsc_channels.toml" => "[mpsc_channels.overflow_policy]\nnotice_interval_ms = 0\n") do |dir|
+        expect(described_class.load(environment: "test", config_dir: dir).notice_interval_ms).to eq(0)
       end
     end
 

@@ -7,15 +7,18 @@ require "rbconfig"
 module ObservabilitySpec
   STATS_KEYS = %i[
     channel component capacity length usage_percent high_water_mark policy sent received dropped
-    rejected blocked full_events send_wait_p50_us send_wait_p99_us
+    rejected blocked full_events notices_suppressed send_wait_p50_us send_wait_p99_us
   ].freeze
-  COUNTER_KEYS = %i[sent received dropped rejected blocked full_events send_wait_p50_us send_wait_p99_us].freeze
+  COUNTER_KEYS = %i[
+    sent received dropped rejected blocked full_events notices_suppressed send_wait_p50_us send_wait_p99_us
+  ].freeze
   POLICIES = %w[block drop drop_oldest error].freeze
   CHANNEL_FAMILIES = %w[
     mpsc_channel_capacity mpsc_channel_usage_percent mpsc_channel_messages_sent_total
     mpsc_channel_messages_received_total mpsc_channel_messages_dropped_total
     mpsc_channel_full_events_total mpsc_channel_messages_rejected_total mpsc_channel_blocked_total
     mpsc_channel_length mpsc_channel_high_water_mark mpsc_channel_send_wait_seconds
+    mpsc_channel_notices_suppressed_total
   ].freeze
   # Which stats key each per-channel family reports.
   FAMILY_STATS = {
@@ -27,6 +30,7 @@ module ObservabilitySpec
     "mpsc_channel_full_events_total" => :full_events,
     "mpsc_channel_messages_rejected_total" => :rejected,
     "mpsc_channel_blocked_total" => :blocked,
+    "mpsc_channel_notices_suppressed_total" => :notices_suppressed,
     "mpsc_channel_length" => :length,
     "mpsc_channel_high_water_mark" => :high_water_mark
   }.freeze
@@ -327,8 +331,10 @@ RSpec.describe "The saturation warning" do
   let(:name) { "worker.command_processor" }
 
   # Moves the channel (capacity 10) through `lengths` in a fresh process and returns its
-  # stderr. `extra` is more TOML for the config; `log` the TASKER_LOG value (nil: unset).
-  def run_lengths(lengths, log: nil, extra: "")
+  # stderr. `policy` is more TOML for [mpsc_channels.overflow_policy] (damping is off, so every
+  # crossing speaks); `log` the TASKER_LOG value (nil: unset).
+  def run_lengths(lengths, log: nil, policy: "")
+    extra = "\n[mpsc_channels.overflow_policy]\nnotice_interval_ms = 0\n#{policy}"
     dir = channel_config_dir({ name => { capacity: 10, overflow: "drop" } }, extra: extra)
     script = <<~RUBY
       require "tasker_channels"
@@ -369,7 +375,7 @@ RSpec.describe "The saturation warning" do
   end
 
   it "warns at the configured log_warning_threshold" do
-    stderr = run_lengths([5, 4], extra: "\n[mpsc_channels.overflow_policy]\nlog_warning_threshold = 0.5\n")
+    stderr = run_lengths([5, 4], policy: "log_warning_threshold = 0.5\n")
 
     expect(warn_lines(stderr).size).to eq(1), stderr
   end

@@ -60,7 +60,7 @@ impl Pipe for Monitored {
             policy: OverflowPolicy::Block,
             send_timeout: None,
         };
-        let channel = MonitoredChannel::from_info(info, &Monitor::new(0.8));
+        let channel = MonitoredChannel::from_info(info, &Monitor::new(0.8, Duration::ZERO));
         (channel.clone(), channel)
     }
 

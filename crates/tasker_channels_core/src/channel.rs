@@ -36,7 +36,7 @@ use event_listener::{Event, EventListener};
 
 use crate::block_queue::{BlockQueue, PopError, PushError};
 use crate::config::ChannelSpec;
-use crate::metrics::{CacheLine, ChannelMetrics, ChannelSample, ChannelStats};
+use crate::metrics::{CacheLine, ChannelMetrics, ChannelSample, ChannelStats, MetricsSnapshot};
 use crate::monitor::{Monitor, OverflowAction, SaturationWatch};
 use crate::policy::OverflowPolicy;
 use crate::wait::{block_on, Interrupt, WaitStopped};
@@ -521,7 +521,10 @@ impl<T> MonitoredChannel<T> {
             &info.component,
             info.capacity,
             info.policy,
-            self.shared.metrics.snapshot(|| self.len()),
+            MetricsSnapshot {
+                notices_suppressed: self.shared.watch.notices_suppressed(),
+                ..self.shared.metrics.snapshot(|| self.len())
+            },
         )
     }
 
@@ -1065,7 +1068,7 @@ mod tests {
     }
 
     fn channel(policy: OverflowPolicy, capacity: usize) -> MonitoredChannel<u32> {
-        channel_with(policy, capacity, None, &Monitor::new(0.8))
+        channel_with(policy, capacity, None, &Monitor::new(0.8, Duration::ZERO))
     }
 
     fn fill(ch: &MonitoredChannel<u32>) {
@@ -1083,9 +1086,10 @@ mod tests {
     fn recording_monitor() -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
-        let monitor = Monitor::new(0.8).with_hook(Arc::new(move |event: MonitorEvent| {
-            sink.lock().unwrap().push(event);
-        }));
+        let monitor =
+            Monitor::new(0.8, Duration::ZERO).with_hook(Arc::new(move |event: MonitorEvent| {
+                sink.lock().unwrap().push(event);
+            }));
         (monitor, seen)
     }
 
@@ -1099,7 +1103,8 @@ mod tests {
             overflow: OverflowPolicy::Error,
             send_timeout: Some(Duration::from_millis(5)),
         };
-        let ch: MonitoredChannel<()> = MonitoredChannel::new(&spec, &Monitor::new(0.8));
+        let ch: MonitoredChannel<()> =
+            MonitoredChannel::new(&spec, &Monitor::new(0.8, Duration::ZERO));
         assert_eq!(ch.name(), "shared.ffi");
         assert_eq!(ch.component(), "shared");
         assert_eq!(ch.capacity(), 3);
@@ -1173,7 +1178,7 @@ mod tests {
             OverflowPolicy::Block,
             1,
             Some(Duration::from_millis(10)),
-            &Monitor::new(0.8),
+            &Monitor::new(0.8, Duration::ZERO),
         );
         fill(&ch);
         let err = ch.send(5).unwrap_err();
@@ -1602,7 +1607,7 @@ mod tests {
             OverflowPolicy::Block,
             1,
             Some(Duration::from_millis(10)),
-            &Monitor::new(0.8),
+            &Monitor::new(0.8, Duration::ZERO),
         );
         assert!(ch.send_async(1).await.unwrap().is_sent());
         let err = ch.send_async(2).await.unwrap_err();

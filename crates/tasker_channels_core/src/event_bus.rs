@@ -161,15 +161,18 @@ fn notice_payload(notice: &MonitorEvent) -> Payload {
         MonitorEvent::Saturated {
             usage_percent,
             threshold,
+            suppressed,
             ..
         }
         | MonitorEvent::Recovered {
             usage_percent,
             threshold,
+            suppressed,
             ..
         } => {
             entries.push(("usage_percent", Payload::from(*usage_percent)));
             entries.push(("threshold", Payload::from(*threshold)));
+            entries.push(("suppressed", Payload::from(*suppressed)));
         }
         MonitorEvent::Overflow { action, .. } => {
             entries.push(("action", Payload::from(action.as_str())));
@@ -230,7 +233,8 @@ impl EventBus {
                 .collect(),
             emitted: Arc::clone(&counters),
         });
-        let monitor = Monitor::new(config.log_warning_threshold()).with_hook(notices.clone());
+        let monitor = Monitor::new(config.log_warning_threshold(), config.notice_interval())
+            .with_hook(notices.clone());
         let registry = ChannelRegistry::with_monitor(config.channels(), monitor);
         let find = |name: &str| {
             registry

@@ -194,6 +194,7 @@ impl ChannelMetrics {
             rejected: overflow.rejected.load(Relaxed),
             blocked: overflow.blocked.load(Relaxed),
             full_events: overflow.full_events.load(Relaxed),
+            notices_suppressed: 0,
             high_water_mark: self.high_water_mark().max(length),
             length,
             send_wait,
@@ -214,6 +215,9 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     pub blocked: u64,
     pub full_events: u64,
+    /// Saturated/recovered notices held back by damping; filled in by the channel, whose
+    /// saturation watch counts them.
+    pub notices_suppressed: u64,
     pub high_water_mark: usize,
     /// Messages queued when the snapshot was taken.
     pub length: usize,
@@ -305,6 +309,8 @@ pub struct ChannelStats {
     pub send_wait_p50_us: u64,
     pub send_wait_p99_us: u64,
     pub full_events: u64,
+    /// Saturated/recovered notices held back by `notice_interval_ms`.
+    pub notices_suppressed: u64,
 }
 
 fn serialize_policy<S: Serializer>(policy: &OverflowPolicy, s: S) -> Result<S::Ok, S::Error> {
@@ -351,6 +357,7 @@ impl ChannelSample {
             send_wait_p50_us: metrics.send_wait.quantile_us(0.50),
             send_wait_p99_us: metrics.send_wait.quantile_us(0.99),
             full_events: metrics.full_events,
+            notices_suppressed: metrics.notices_suppressed,
         };
         Self {
             stats,
@@ -506,6 +513,7 @@ pub const MESSAGES_DROPPED: &str = "mpsc_channel_messages_dropped_total";
 pub const FULL_EVENTS: &str = "mpsc_channel_full_events_total";
 pub const MESSAGES_REJECTED: &str = "mpsc_channel_messages_rejected_total";
 pub const BLOCKED: &str = "mpsc_channel_blocked_total";
+pub const NOTICES_SUPPRESSED: &str = "mpsc_channel_notices_suppressed_total";
 pub const LENGTH: &str = "mpsc_channel_length";
 pub const HIGH_WATER_MARK: &str = "mpsc_channel_high_water_mark";
 pub const SEND_WAIT_SECONDS: &str = "mpsc_channel_send_wait_seconds";
@@ -569,6 +577,11 @@ pub fn write_channel_families(out: &mut PrometheusText, samples: &[ChannelSample
     counter(BLOCKED, "Sends that waited for room in the channel.", |s| {
         s.blocked
     });
+    counter(
+        NOTICES_SUPPRESSED,
+        "Saturated/recovered notices held back by overflow_policy.notice_interval_ms.",
+        |s| s.notices_suppressed,
+    );
 
     out.family(
         SEND_WAIT_SECONDS,

@@ -16,13 +16,23 @@
 //! - while a hook runs, notices raised on the same thread are logged and counted as usual
 //!   but not handed to any hook.
 //!
+//! # Damping
+//!
+//! A channel hovering around the threshold crosses it constantly. At most one
+//! saturated/recovered pair per channel goes out (WARN/INFO and hook alike) per
+//! `notice_interval`: a pair is whole, so a saturation that went out always has its recovery
+//! go out, and one that was held back has its recovery held back too. Held-back notices are
+//! counted; the next notice that goes out carries the count (`suppressed`), and the channel's
+//! stats keep the running total. The clock is read only at a crossing, never per message.
+//!
 //! A hook that holds a channel keeps that channel alive and the channel keeps its monitor
 //! (and so the hook) alive: hold a [`WeakChannel`](crate::channel::WeakChannel) instead.
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::channel::ChannelInfo;
 use crate::metrics::{usage_percent, CacheLine};
@@ -52,6 +62,9 @@ pub enum MonitorEvent {
         length: usize,
         usage_percent: f64,
         threshold: f64,
+        /// Saturated/recovered notices of this channel held back since the last one that went
+        /// out (see the module docs on damping).
+        suppressed: u64,
     },
     /// Usage fell below the threshold minus [`REARM_MARGIN`]; the next crossing warns again.
     Recovered {
@@ -59,6 +72,8 @@ pub enum MonitorEvent {
         length: usize,
         usage_percent: f64,
         threshold: f64,
+        /// As for `Saturated`.
+        suppressed: u64,
     },
     /// A message was dropped or a send was rejected because the channel was full.
     Overflow {
@@ -117,7 +132,8 @@ impl OverflowAction {
     }
 }
 
-/// Shared by every channel of a registry: the warning threshold and the (late-bound) hook.
+/// Shared by every channel of a registry: the warning threshold, the notice interval and the
+/// (late-bound) hook.
 #[derive(Clone)]
 pub struct Monitor {
     shared: Arc<MonitorShared>,
@@ -125,6 +141,7 @@ pub struct Monitor {
 
 struct MonitorShared {
     threshold: f64,
+    notice_interval: Duration,
     hook: OnceLock<Arc<dyn MonitorHook>>,
 }
 
@@ -132,18 +149,20 @@ impl fmt::Debug for Monitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("threshold", &self.shared.threshold)
+            .field("notice_interval", &self.shared.notice_interval)
             .field("hook", &self.shared.hook.get().is_some())
             .finish()
     }
 }
 
 impl Monitor {
-    /// A monitor warning at `threshold` (a fraction of capacity).
+    /// A monitor warning at `threshold` (a fraction of capacity), letting at most one
+    /// saturated/recovered pair per channel out per `notice_interval` (zero: every crossing).
     ///
     /// # Panics
     /// If `threshold` is not within (0, 1]; configuration validation rejects such values
     /// before they get here.
-    pub fn new(threshold: f64) -> Self {
+    pub fn new(threshold: f64, notice_interval: Duration) -> Self {
         assert!(
             threshold > 0.0 && threshold <= 1.0,
             "log_warning_threshold must be within (0, 1], got {threshold}"
@@ -151,6 +170,7 @@ impl Monitor {
         Self {
             shared: Arc::new(MonitorShared {
                 threshold,
+                notice_interval,
                 hook: OnceLock::new(),
             }),
         }
@@ -169,6 +189,10 @@ impl Monitor {
 
     pub fn threshold(&self) -> f64 {
         self.shared.threshold
+    }
+
+    pub fn notice_interval(&self) -> Duration {
+        self.shared.notice_interval
     }
 
     pub(crate) fn watch(&self, capacity: usize) -> SaturationWatch {
@@ -215,6 +239,60 @@ pub(crate) struct SaturationWatch {
     /// saturated channel skip reading the senders' side of the queue. Its own cache line,
     /// since only receivers write it.
     recv_headroom: CacheLine<AtomicIsize>,
+    /// Touched only at crossings, so a lock costs nothing on the message path.
+    damper: Mutex<Damper>,
+    /// Running total of held-back notices, for stats.
+    notices_suppressed: AtomicU64,
+}
+
+/// Which crossing is being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crossing {
+    Saturated,
+    Recovered,
+}
+
+/// Decides which crossings of one channel go out under `notice_interval`.
+#[derive(Debug, Default)]
+struct Damper {
+    /// When the last saturated notice (or a lone recovered one) went out.
+    window_start: Option<Instant>,
+    /// The last saturation went out, so its recovery must go out too.
+    pair_open: bool,
+    /// Held back since the last notice that went out.
+    pending: u64,
+}
+
+impl Damper {
+    /// `Some(suppressed)` when this crossing's notice goes out, carrying the count of those
+    /// held back before it; `None` when it is held back.
+    fn decide(&mut self, crossing: Crossing, now: Instant, interval: Duration) -> Option<u64> {
+        let window_over = match self.window_start {
+            Some(start) => now.saturating_duration_since(start) >= interval,
+            None => true,
+        };
+        let goes_out = match crossing {
+            Crossing::Recovered if self.pair_open => true,
+            _ => interval.is_zero() || window_over,
+        };
+        if !goes_out {
+            self.pending += 1;
+            if crossing == Crossing::Saturated {
+                self.pair_open = false;
+            }
+            return None;
+        }
+        match crossing {
+            Crossing::Saturated => {
+                self.window_start = Some(now);
+                self.pair_open = true;
+            }
+            Crossing::Recovered if self.pair_open => self.pair_open = false,
+            // A recovery whose saturation was held back: it starts the next window itself.
+            Crossing::Recovered => self.window_start = Some(now),
+        }
+        Some(std::mem::take(&mut self.pending))
+    }
 }
 
 impl SaturationWatch {
@@ -230,7 +308,31 @@ impl SaturationWatch {
             warn_length,
             rearm_below,
             recv_headroom: CacheLine(AtomicIsize::new(0)),
+            damper: Mutex::new(Damper::default()),
+            notices_suppressed: AtomicU64::new(0),
         }
+    }
+
+    /// Saturated/recovered notices held back by damping since the channel was created.
+    pub(crate) fn notices_suppressed(&self) -> u64 {
+        self.notices_suppressed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the notice of this crossing goes out, and with how many held back before it.
+    fn admit(&self, crossing: Crossing) -> Option<u64> {
+        let interval = self.monitor.notice_interval();
+        if interval.is_zero() {
+            return Some(0);
+        }
+        let decided = self
+            .damper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .decide(crossing, Instant::now(), interval);
+        if decided.is_none() {
+            self.notices_suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        decided
     }
 
     pub(crate) fn monitor(&self) -> &Monitor {
@@ -320,6 +422,9 @@ impl SaturationWatch {
         if !self.armed.swap(false, Ordering::AcqRel) {
             return;
         }
+        let Some(suppressed) = self.admit(Crossing::Saturated) else {
+            return;
+        };
         let threshold = self.monitor.threshold();
         let usage_percent = usage_percent(length, channel.capacity);
         tracing::warn!(
@@ -329,6 +434,7 @@ impl SaturationWatch {
             length,
             usage_percent,
             threshold,
+            suppressed,
             "channel saturated"
         );
         self.monitor.deliver(|| MonitorEvent::Saturated {
@@ -336,6 +442,7 @@ impl SaturationWatch {
             length,
             usage_percent,
             threshold,
+            suppressed,
         });
     }
 
@@ -349,6 +456,10 @@ impl SaturationWatch {
         {
             return false;
         }
+        // Re-armed either way: damping decides what is said, never the state.
+        let Some(suppressed) = self.admit(Crossing::Recovered) else {
+            return true;
+        };
         let threshold = self.monitor.threshold();
         let usage_percent = usage_percent(length, channel.capacity);
         tracing::info!(
@@ -358,6 +469,7 @@ impl SaturationWatch {
             length,
             usage_percent,
             threshold,
+            suppressed,
             "channel recovered"
         );
         self.monitor.deliver(|| MonitorEvent::Recovered {
@@ -365,6 +477,7 @@ impl SaturationWatch {
             length,
             usage_percent,
             threshold,
+            suppressed,
         });
         true
     }
@@ -411,11 +524,19 @@ mod tests {
     }
 
     fn recording_monitor(threshold: f64) -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {
+        damped_recording_monitor(threshold, Duration::ZERO)
+    }
+
+    fn damped_recording_monitor(
+        threshold: f64,
+        interval: Duration,
+    ) -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
-        let monitor = Monitor::new(threshold).with_hook(Arc::new(move |event: MonitorEvent| {
-            sink.lock().unwrap().push(event);
-        }));
+        let monitor =
+            Monitor::new(threshold, interval).with_hook(Arc::new(move |event: MonitorEvent| {
+                sink.lock().unwrap().push(event);
+            }));
         (monitor, seen)
     }
 
@@ -429,16 +550,16 @@ mod tests {
 
     #[test]
     fn thresholds_are_computed_without_float_surprises() {
-        let watch = Monitor::new(0.7).watch(100);
+        let watch = Monitor::new(0.7, Duration::ZERO).watch(100);
         assert_eq!(watch.warn_length, 70);
         assert_eq!(watch.rearm_below, 60);
-        let watch = Monitor::new(0.8).watch(1000);
+        let watch = Monitor::new(0.8, Duration::ZERO).watch(1000);
         assert_eq!((watch.warn_length, watch.rearm_below), (800, 700));
-        let watch = Monitor::new(1.0).watch(3);
+        let watch = Monitor::new(1.0, Duration::ZERO).watch(3);
         assert_eq!((watch.warn_length, watch.rearm_below), (3, 3));
-        let watch = Monitor::new(0.05).watch(10);
+        let watch = Monitor::new(0.05, Duration::ZERO).watch(10);
         assert_eq!((watch.warn_length, watch.rearm_below), (1, 1));
-        let watch = Monitor::new(0.8).watch(1);
+        let watch = Monitor::new(0.8, Duration::ZERO).watch(1);
         assert_eq!((watch.warn_length, watch.rearm_below), (1, 1));
     }
 
@@ -466,6 +587,77 @@ mod tests {
         );
     }
 
+    fn suppressed_counts(seen: &Mutex<Vec<MonitorEvent>>) -> Vec<u64> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match event {
+                MonitorEvent::Saturated { suppressed, .. }
+                | MonitorEvent::Recovered { suppressed, .. } => Some(*suppressed),
+                MonitorEvent::Overflow { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Crosses the threshold up and down `times` times (capacity 10, threshold 0.8).
+    fn flap(watch: &SaturationWatch, channel: &Arc<ChannelInfo>, times: usize) {
+        for _ in 0..times {
+            watch.check_send(channel, 8);
+            assert!(watch.check_recv(channel, 2, || 6));
+        }
+    }
+
+    #[test]
+    fn flapping_within_the_interval_yields_one_pair_and_counts_the_rest() {
+        let (monitor, seen) = damped_recording_monitor(0.8, Duration::from_secs(3600));
+        let watch = monitor.watch(10);
+        let channel = info(10);
+        flap(&watch, &channel, 50);
+        assert_eq!(names(&seen), ["channel.saturated", "channel.recovered"]);
+        assert_eq!(suppressed_counts(&seen), [0, 0]);
+        assert_eq!(watch.notices_suppressed(), 98);
+        // The state machine still runs underneath: the watch is armed again.
+        assert_eq!(watch.warn_length_if_armed(), Some(8));
+    }
+
+    #[test]
+    fn zero_interval_notifies_every_crossing() {
+        let (monitor, seen) = damped_recording_monitor(0.8, Duration::ZERO);
+        let watch = monitor.watch(10);
+        let channel = info(10);
+        flap(&watch, &channel, 50);
+        assert_eq!(names(&seen).len(), 100);
+        assert!(suppressed_counts(&seen).iter().all(|&n| n == 0));
+        assert_eq!(watch.notices_suppressed(), 0);
+    }
+
+    #[test]
+    fn the_first_notice_after_the_interval_carries_the_suppressed_count() {
+        use Crossing::{Recovered, Saturated};
+        let interval = Duration::from_millis(1000);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut damper = Damper::default();
+        assert_eq!(damper.decide(Saturated, at(0), interval), Some(0));
+        // A pair that went out is whole, even when its recovery comes late.
+        assert_eq!(damper.decide(Recovered, at(10), interval), Some(0));
+        for ms in [20, 30, 40, 50, 60] {
+            assert_eq!(damper.decide(Saturated, at(ms), interval), None, "{ms}");
+            assert_eq!(damper.decide(Recovered, at(ms + 5), interval), None, "{ms}");
+        }
+        assert_eq!(damper.decide(Saturated, at(999), interval), None);
+        assert_eq!(damper.decide(Recovered, at(999), interval), None);
+        assert_eq!(damper.decide(Saturated, at(1000), interval), Some(12));
+        assert_eq!(damper.decide(Recovered, at(1200), interval), Some(0));
+        // A saturation held back in the new window: its recovery after the window goes out
+        // alone, with the count, and opens the next window.
+        assert_eq!(damper.decide(Saturated, at(1500), interval), None);
+        assert_eq!(damper.decide(Recovered, at(2100), interval), Some(1));
+        assert_eq!(damper.decide(Saturated, at(2200), interval), None);
+        assert_eq!(damper.decide(Recovered, at(2300), interval), None);
+        assert_eq!(damper.decide(Saturated, at(3100), interval), Some(2));
+    }
+
     #[test]
     fn notices_raised_inside_a_hook_are_not_delivered() {
         struct Echo {
@@ -486,7 +678,7 @@ mod tests {
             channel: info(10),
             calls: Mutex::new(0),
         });
-        let monitor = Monitor::new(0.8).with_hook(echo.clone());
+        let monitor = Monitor::new(0.8, Duration::ZERO).with_hook(echo.clone());
         let _ = echo.watch.set(monitor.watch(10));
         echo.watch
             .get()
@@ -503,7 +695,7 @@ mod tests {
 
     #[test]
     fn hook_can_be_installed_once_after_channels_exist() {
-        let monitor = Monitor::new(0.5);
+        let monitor = Monitor::new(0.5, Duration::ZERO);
         let watch = monitor.watch(4);
         let count = Arc::new(Mutex::new(0));
         let sink = Arc::clone(&count);
@@ -518,6 +710,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "within (0, 1]")]
     fn threshold_outside_the_valid_range_is_refused() {
-        let _ = Monitor::new(1.5);
+        let _ = Monitor::new(1.5, Duration::ZERO);
     }
 }

@@ -35,19 +35,27 @@ impl<T> fmt::Debug for ChannelRegistry<T> {
 }
 
 impl<T> ChannelRegistry<T> {
-    /// One channel per spec, warning at `log_warning_threshold` of capacity. A monitor hook
+    /// One channel per spec, warning at `log_warning_threshold` of capacity, every crossing
+    /// notified (no damping). A monitor hook
     /// can be installed afterwards with [`Monitor::set_hook`] on [`monitor`](Self::monitor).
     ///
     /// # Panics
     /// If the threshold is outside (0, 1] or a capacity is zero (both rejected by config
     /// validation first).
     pub fn new(specs: &[ChannelSpec], log_warning_threshold: f64) -> Self {
-        Self::with_monitor(specs, Monitor::new(log_warning_threshold))
+        Self::with_monitor(
+            specs,
+            Monitor::new(log_warning_threshold, std::time::Duration::ZERO),
+        )
     }
 
-    /// Every channel of a loaded configuration, warning at its `log_warning_threshold`.
+    /// Every channel of a loaded configuration, warning at its `log_warning_threshold` and
+    /// damped by its `notice_interval_ms`.
     pub fn from_config(config: &Config) -> Self {
-        Self::new(config.channels(), config.log_warning_threshold())
+        Self::with_monitor(
+            config.channels(),
+            Monitor::new(config.log_warning_threshold(), config.notice_interval()),
+        )
     }
 
     /// One channel per spec, all watched by `monitor`.

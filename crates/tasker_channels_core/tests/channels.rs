@@ -26,7 +26,7 @@ fn channel(
             policy,
             send_timeout,
         },
-        &Monitor::new(0.8),
+        &Monitor::new(0.8, Duration::ZERO),
     )
 }
 

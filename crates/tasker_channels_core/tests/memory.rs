@@ -79,7 +79,7 @@ fn channel(name: &str, capacity: usize, policy: OverflowPolicy) -> MonitoredChan
             policy,
             send_timeout: None,
         },
-        &Monitor::new(0.8),
+        &Monitor::new(0.8, std::time::Duration::ZERO),
     )
 }
 

@@ -33,6 +33,10 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
         "log_warning_threshold",
         method!(RbConfig::log_warning_threshold, 0),
     )?;
+    class.define_method(
+        "notice_interval_ms",
+        method!(RbConfig::notice_interval_ms, 0),
+    )?;
     Ok(())
 }
 
@@ -141,6 +145,11 @@ impl RbConfig {
 
     fn log_warning_threshold(&self) -> f64 {
         self.0.log_warning_threshold()
+    }
+
+    fn notice_interval_ms(&self) -> u64 {
+        // Validated to at most one hour, so it always fits.
+        u64::try_from(self.0.notice_interval().as_millis()).unwrap_or(u64::MAX)
     }
 }
 

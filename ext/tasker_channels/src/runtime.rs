@@ -759,6 +759,7 @@ fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
         ("rejected", row.rejected),
         ("blocked", row.blocked),
         ("full_events", row.full_events),
+        ("notices_suppressed", row.notices_suppressed),
         ("send_wait_p50_us", row.send_wait_p50_us),
         ("send_wait_p99_us", row.send_wait_p99_us),
     ] {

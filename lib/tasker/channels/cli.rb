@@ -146,7 +146,7 @@ module Tasker
         NOT_SET = "-"
         CHANNEL_HEADER = %w[CHANNEL SETTING VALUE SOURCE].freeze
         POLICY_TABLE = "overflow_policy"
-        POLICY_KEYS = %w[log_warning_threshold drop_policy].freeze
+        POLICY_KEYS = %w[log_warning_threshold drop_policy notice_interval_ms].freeze
 
         # What a problem says about itself, in this order.
         PROBLEM_FIELDS = %i[file line column key message].freeze

@@ -210,6 +210,12 @@ impl Config {
         self.settings.drop_policy
     }
 
+    /// The shortest time between two saturated/recovered notices of one channel; zero means
+    /// every crossing notifies.
+    pub fn notice_interval(&self) -> Duration {
+        self.settings.notice_interval
+    }
+
     /// The nested effective values, without the `mpsc_channels` level.
     pub fn effective(&self) -> &toml::Table {
         &self.effective
@@ -281,6 +287,7 @@ mod tests {
         );
         assert_eq!(config.log_warning_threshold(), 0.8);
         assert_eq!(config.drop_policy(), OverflowPolicy::Block);
+        assert_eq!(config.notice_interval(), Duration::from_millis(1000));
     }
 
     #[test]
@@ -388,7 +395,8 @@ mod tests {
             let changed = load(Some("production"), Some(dir.path()));
             let differs = changed.channels() != baseline.channels()
                 || changed.log_warning_threshold() != baseline.log_warning_threshold()
-                || changed.drop_policy() != baseline.drop_policy();
+                || changed.drop_policy() != baseline.drop_policy()
+                || changed.notice_interval() != baseline.notice_interval();
             assert!(differs, "{leaf} = {value} changed nothing: an inert key");
         }
     }
@@ -741,6 +749,7 @@ mod tests {
             "overflow_policy",
             "drop_policy",
             "log_warning_threshold",
+            "notice_interval_ms",
             "ruby_event_buffer_size",
             "overflow",
             "send_timeout_ms",
@@ -893,7 +902,7 @@ mod tests {
                    [mpsc_channels.shared.event_publisher]\nevent_queue_buffer_size = 1\n\
                    [mpsc_channels.shared.ffi]\nruby_event_buffer_size = 1\n\
                    [mpsc_channels.overflow_policy]\nlog_warning_threshold = 0.8\n\
-                   drop_policy = \"drop_oldest\"\n",
+                   drop_policy = \"drop_oldest\"\nnotice_interval_ms = 0\n",
             environments: &[("test", "")],
         };
         let errors =

@@ -17,6 +17,7 @@ pub const ROOT_TABLE: &str = "mpsc_channels";
 pub const POLICY_TABLE: &str = "overflow_policy";
 pub const WARNING_THRESHOLD_KEY: &str = "log_warning_threshold";
 pub const DROP_POLICY_KEY: &str = "drop_policy";
+pub const NOTICE_INTERVAL_KEY: &str = "notice_interval_ms";
 
 /// Optional keys every channel table may carry next to its capacity key.
 pub const OVERFLOW_KEY: &str = "overflow";
@@ -26,6 +27,8 @@ pub const SEND_TIMEOUT_KEY: &str = "send_timeout_ms";
 pub const CAPACITY_RANGE: RangeInclusive<i64> = 1..=16_777_216;
 /// Allowed `send_timeout_ms`: up to one hour; 0 means a blocked sender gives up at once.
 pub const SEND_TIMEOUT_MS_RANGE: RangeInclusive<i64> = 0..=3_600_000;
+/// Allowed `notice_interval_ms`: up to one hour; 0 means every crossing notifies.
+pub const NOTICE_INTERVAL_MS_RANGE: RangeInclusive<i64> = 0..=3_600_000;
 
 /// One configured channel: its table under `[mpsc_channels]` and the key holding its capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,7 @@ pub enum LeafKind {
     SendTimeoutMs,
     WarningThreshold,
     DropPolicy,
+    NoticeIntervalMs,
 }
 
 impl LeafKind {
@@ -113,6 +117,7 @@ pub fn node_at(path: &[&str]) -> Option<SchemaNode> {
             return match *key {
                 WARNING_THRESHOLD_KEY => Some(SchemaNode::Leaf(LeafKind::WarningThreshold)),
                 DROP_POLICY_KEY => Some(SchemaNode::Leaf(LeafKind::DropPolicy)),
+                NOTICE_INTERVAL_KEY => Some(SchemaNode::Leaf(LeafKind::NoticeIntervalMs)),
                 _ => None,
             };
         }
@@ -121,6 +126,7 @@ pub fn node_at(path: &[&str]) -> Option<SchemaNode> {
         return Some(SchemaNode::Table(vec![
             WARNING_THRESHOLD_KEY,
             DROP_POLICY_KEY,
+            NOTICE_INTERVAL_KEY,
         ]));
     }
     if let Some((key, table)) = path.split_last() {
@@ -178,6 +184,10 @@ pub fn leaves() -> Vec<(String, LeafKind)> {
         format!("{POLICY_TABLE}.{DROP_POLICY_KEY}"),
         LeafKind::DropPolicy,
     ));
+    all.push((
+        format!("{POLICY_TABLE}.{NOTICE_INTERVAL_KEY}"),
+        LeafKind::NoticeIntervalMs,
+    ));
     all
 }
 
@@ -199,6 +209,7 @@ pub(crate) struct Settings {
     pub channels: Vec<ChannelSpec>,
     pub log_warning_threshold: f64,
     pub drop_policy: OverflowPolicy,
+    pub notice_interval: Duration,
 }
 
 /// Reads the typed view from `effective` (nested tables without the `mpsc_channels` level).
@@ -225,6 +236,13 @@ pub(crate) fn read_settings(effective: &toml::Table) -> Result<Settings, Vec<Str
     let drop_policy = read_policy(effective, &drop_policy_path);
     require(drop_policy_path, drop_policy.is_some());
 
+    let notice_interval_path = format!("{POLICY_TABLE}.{NOTICE_INTERVAL_KEY}");
+    let notice_interval = lookup(effective, &notice_interval_path)
+        .and_then(toml::Value::as_integer)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis);
+    require(notice_interval_path, notice_interval.is_some());
+
     let mut channels = Vec::with_capacity(CHANNELS.len());
     for channel in CHANNELS {
         let capacity_path = channel.key_path(channel.capacity_key);
@@ -249,12 +267,17 @@ pub(crate) fn read_settings(effective: &toml::Table) -> Result<Settings, Vec<Str
         }
     }
 
-    match (log_warning_threshold, drop_policy) {
-        (Some(log_warning_threshold), Some(drop_policy)) if missing.is_empty() => Ok(Settings {
-            channels,
-            log_warning_threshold,
-            drop_policy,
-        }),
+    match (log_warning_threshold, drop_policy, notice_interval) {
+        (Some(log_warning_threshold), Some(drop_policy), Some(notice_interval))
+            if missing.is_empty() =>
+        {
+            Ok(Settings {
+                channels,
+                log_warning_threshold,
+                drop_policy,
+                notice_interval,
+            })
+        }
         _ => Err(missing),
     }
 }
@@ -382,6 +405,7 @@ mod tests {
         let missing = read_settings(&table).unwrap_err();
         assert!(missing.contains(&"overflow_policy.log_warning_threshold".to_owned()));
         assert!(missing.contains(&"overflow_policy.drop_policy".to_owned()));
+        assert!(missing.contains(&"overflow_policy.notice_interval_ms".to_owned()));
         assert!(missing.contains(&"worker.command_processor.command_buffer_size".to_owned()));
         assert!(!missing.contains(&"shared.ffi.ruby_event_buffer_size".to_owned()));
     }

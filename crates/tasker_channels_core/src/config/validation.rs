@@ -259,6 +259,18 @@ fn check_leaf(kind: LeafKind, item: &Item) -> Result<toml::Value, String> {
                 describe(item)
             )),
         },
+        LeafKind::NoticeIntervalMs => match value {
+            Some(Value::Integer(n)) if schema::NOTICE_INTERVAL_MS_RANGE.contains(n.value()) => {
+                Ok(toml::Value::Integer(*n.value()))
+            }
+            _ => Err(format!(
+                "notice_interval_ms must be an integer number of milliseconds in {}..={} \
+                 (0 notifies on every crossing), got {}",
+                schema::NOTICE_INTERVAL_MS_RANGE.start(),
+                schema::NOTICE_INTERVAL_MS_RANGE.end(),
+                describe(item)
+            )),
+        },
         LeafKind::WarningThreshold => {
             // An integer is accepted so `1` (warn only when full) reads as written; it is
             // stored as a float so readers see one type.
@@ -889,6 +901,51 @@ mod tests {
                 problem.message
             );
         }
+    }
+
+    #[test]
+    fn notice_interval_is_whole_milliseconds_from_0_to_one_hour() {
+        let text = |v: &str| format!("[mpsc_channels.overflow_policy]\nnotice_interval_ms = {v}\n");
+        let path = "overflow_policy.notice_interval_ms";
+        for ok in ["0", "1000", "3600000"] {
+            assert_eq!(
+                accepted(&text(ok), path),
+                toml::Value::Integer(ok.parse().unwrap()),
+                "{ok}"
+            );
+        }
+        for (bad, got) in [
+            ("-1", "got -1"),
+            ("3600001", "got 3600001"),
+            ("1.5", "got 1.5"),
+            ("\"1s\"", "got the string \"1s\""),
+            ("true", "got the boolean true"),
+        ] {
+            let problem = only_problem(&text(bad));
+            assert_eq!(problem.key.as_deref(), Some(path), "{bad}");
+            assert_eq!((problem.line, problem.column), (Some(2), Some(22)), "{bad}");
+            assert!(
+                problem.message.starts_with(
+                    "notice_interval_ms must be an integer number of milliseconds in 0..=3600000"
+                ) && problem.message.ends_with(got),
+                "{bad}: {}",
+                problem.message
+            );
+        }
+        let problem = only_problem("[mpsc_channels.overflow_policy]\nnotice_intervall_ms = 5\n");
+        assert!(
+            problem
+                .message
+                .contains("; did you mean `notice_interval_ms`?"),
+            "{}",
+            problem.message
+        );
+        let problem = only_problem("[mpsc_channels.shared.ffi]\nnotice_interval_ms = 5\n");
+        assert!(
+            problem.message.contains("[mpsc_channels.overflow_policy]"),
+            "{}",
+            problem.message
+        );
     }
 
     #[test]
