@@ -128,7 +128,10 @@ impl Forwarder {
         let channel = PgChannel::new(options.channel.clone())?;
         let target = Target::parse(&options.url)?;
         // The queue's own saturation is visible in its stats; it has no monitor hook.
-        let queue = MonitoredChannel::from_info(options.queue.clone(), &Monitor::new(0.8));
+        let queue = MonitoredChannel::from_info(
+            options.queue.clone(),
+            &Monitor::new(0.8, std::time::Duration::ZERO),
+        );
         let counters = Arc::new(ForwarderCounters::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let (finished_tx, finished_rx) = watch::channel(false);
