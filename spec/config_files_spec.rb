@@ -81,7 +81,7 @@ RSpec.describe "Config files that are not regular files" do
       error = config_error(environment: "test", config_dir: dir)
 
       expect(error.message).to include(not_regular(directory, "a directory"), not_regular(socket_path, "a socket"))
-      expect(error.errors.map { |problem| problem.file }).to eq([directory, socket_path])
+      expect(error.errors.map(&:file)).to eq([directory, socket_path])
     ensure
       server&.close
     end
@@ -96,7 +96,7 @@ RSpec.describe "Config files that are not regular files" do
 
       error = config_error(environment: "test", config_dir: dir)
 
-      expect(error.errors.map { |problem| problem.file }).to eq([link])
+      expect(error.errors.map(&:file)).to eq([link])
       expect(error.message).to include("#{link}: cannot read this file: it is a symbolic link to #{target}, " \
                                        "which leads to nothing; point it at a TOML file or remove it")
     end
