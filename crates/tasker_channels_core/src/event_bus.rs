@@ -372,13 +372,7 @@ impl EventBus {
         name: impl Into<String>,
         payload: Payload,
     ) -> Result<u64, PublishError> {
-        let event = self.prepare(name, payload, EventSource::Rust)?;
-        let id = event.id;
-        let outcome = self
-            .publisher
-            .send_async(Message::Event(Box::new(event)))
-            .await?;
-        self.count_emitted(id, outcome)
+        self.emit_awaiting(name, payload, false).await
     }
 
     /// Emits like [`emit_async`](Self::emit_async) but awaits room in
@@ -389,12 +383,23 @@ impl EventBus {
         name: impl Into<String>,
         payload: Payload,
     ) -> Result<u64, PublishError> {
+        self.emit_awaiting(name, payload, true).await
+    }
+
+    async fn emit_awaiting(
+        &self,
+        name: impl Into<String>,
+        payload: Payload,
+        whatever_the_policy: bool,
+    ) -> Result<u64, PublishError> {
         let event = self.prepare(name, payload, EventSource::Rust)?;
         let id = event.id;
-        let outcome = self
-            .publisher
-            .send_async_forever(Message::Event(Box::new(event)))
-            .await?;
+        let message = Message::Event(Box::new(event));
+        let outcome = if whatever_the_policy {
+            self.publisher.send_async_forever(message).await?
+        } else {
+            self.publisher.send_async(message).await?
+        };
         self.count_emitted(id, outcome)
     }
 

@@ -13,6 +13,7 @@ mod gvl_cell;
 mod listener;
 mod logging;
 mod names;
+mod pattern;
 mod payload_conversion;
 mod refusal;
 mod runtime;
@@ -31,6 +32,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     errors::define_testing_hooks(ruby, channels)?;
     config::define(ruby, channels)?;
     channel::define(ruby, channels)?;
+    pattern::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
     logging::define(ruby, channels)?;
     listener::define(ruby, channels)?;

@@ -157,6 +157,7 @@ impl DataTypeFunctions for Runtime {
 pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     let class = channels.define_class("Runtime", ruby.class_object())?;
     class.define_alloc_func::<Runtime>();
+    class.const_set("BATCH_SIZE", BATCH_SIZE)?;
     class.define_private_method("_setup", method!(Runtime::setup, 3))?;
     class.define_method("config", method!(Runtime::config, 0))?;
     class.define_private_method("_channel", method!(Runtime::channel, 1))?;

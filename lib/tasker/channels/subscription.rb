@@ -34,6 +34,18 @@ module Tasker
       def inspect
         "#<#{self.class.name} #{pattern.inspect}#{' (unsubscribed)' unless active?}>"
       end
+
+      # Something that answers `match?(name)` exactly as a subscription to `pattern` selects:
+      # the Regexp itself, or a Pattern matched by the extension. Raises TypeError for a
+      # pattern that is not a String, Symbol or Regexp, and ArgumentError for a malformed one.
+      def self.matcher_for(pattern)
+        case pattern
+        when Regexp then pattern
+        when String, Symbol then Pattern.parse(pattern.to_s)
+        else
+          raise TypeError, "subscription pattern must be a String, Symbol or Regexp, got #{pattern.class}"
+        end
+      end
     end
   end
 end
