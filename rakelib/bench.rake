@@ -5,7 +5,8 @@
 # Environment knobs (BENCH_ONLY, BENCH_CRITERION, ...) are described in bench/run.rb and
 # docs/benchmarks.md.
 
+# Benchmarks measure the library users install (the release profile), not the development build.
 desc "Run the benchmarks (ratios against same-run baselines); writes bench/results/latest.json"
-task bench: :compile do
+task bench: "compile:release" do
   ruby "-I", File.expand_path("../lib", __dir__), File.expand_path("../bench/run.rb", __dir__)
 end

@@ -26,7 +26,7 @@ task(:stress) { Rake::Task["stress:postgres"].invoke }
 
 namespace :bench do
   desc "PostgreSQL notifications -> handler vs ruby-pg, and RSS under a stalled 1,000,000 burst"
-  task postgres: :compile do
+  task postgres: "compile:release" do
     ruby "-I", File.join(postgres_root, "lib"), File.join(postgres_root, "bench/postgres.rb")
   end
 end

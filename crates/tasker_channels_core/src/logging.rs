@@ -22,7 +22,8 @@ use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{reload, Layer, Registry};
 
 use crate::channel::RecvError;
 use crate::metrics::{MetricKind, PrometheusText};
@@ -293,9 +294,18 @@ impl MakeQueueWriter {
     }
 }
 
+/// `warn` for every target. A `Targets` filter (levels per target, `TASKER_LOG=info` or
+/// `TASKER_LOG=tasker_channels_core=debug,warn`) rather than an `EnvFilter`: it needs no
+/// regular-expression engine, which would double the size of the installed library.
+fn default_filter() -> Targets {
+    DEFAULT_FILTER
+        .parse()
+        .expect("the default log filter is a valid level")
+}
+
 /// The subscriber's handles: its reloadable filter and its route.
 struct Router {
-    filter: reload::Handle<EnvFilter, Registry>,
+    filter: reload::Handle<Targets, Registry>,
     route: Arc<Route>,
     /// The `TASKER_LOG` value last applied (`None`: unset or blank).
     applied: Mutex<Option<Option<String>>>,
@@ -307,7 +317,7 @@ impl Router {
     where
         W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
     {
-        let (filter, handle) = reload::Layer::new(EnvFilter::new(DEFAULT_FILTER));
+        let (filter, handle) = reload::Layer::new(default_filter());
         let route = Arc::new(Route::default());
         let subscriber = Registry::default()
             .with(filter)
@@ -329,11 +339,11 @@ impl Router {
             return;
         }
         let (filter, rejected) = match &spec {
-            Some(text) => match EnvFilter::try_new(text) {
+            Some(text) => match text.parse::<Targets>() {
                 Ok(filter) => (filter, None),
-                Err(error) => (EnvFilter::new(DEFAULT_FILTER), Some((text.clone(), error))),
+                Err(error) => (default_filter(), Some((text.clone(), error))),
             },
-            None => (EnvFilter::new(DEFAULT_FILTER), None),
+            None => (default_filter(), None),
         };
         let _ = self.filter.reload(filter);
         *applied = Some(spec);
