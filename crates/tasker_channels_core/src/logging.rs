@@ -19,10 +19,10 @@ use tokio::sync::Notify;
 use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::{reload, Layer, Registry};
 
 use crate::channel::RecvError;
