@@ -303,6 +303,35 @@ fn default_filter() -> Targets {
         .expect("the default log filter is a valid level")
 }
 
+/// Reads a `TASKER_LOG` value: comma-separated `level` or `target=level` items (levels
+/// `off`, `error`, `warn`, `info`, `debug`, `trace`; targets are module paths). `Targets`
+/// alone would take any word as a target and quietly hide everything else.
+fn parse_filter(text: &str) -> Result<Targets, String> {
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (target, level) = match item.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, item),
+        };
+        if let Some(target) = target {
+            let valid = !target.is_empty()
+                && target
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if !valid {
+                return Err(format!("{target:?} is not a module path"));
+            }
+        }
+        level.parse::<LevelFilter>().map_err(|_| {
+            format!("{level:?} is not a level (off, error, warn, info, debug, trace)")
+        })?;
+    }
+    text.parse::<Targets>().map_err(|error| error.to_string())
+}
+
 /// The subscriber's handles: its reloadable filter and its route.
 struct Router {
     filter: reload::Handle<Targets, Registry>,
@@ -339,7 +368,7 @@ impl Router {
             return;
         }
         let (filter, rejected) = match &spec {
-            Some(text) => match text.parse::<Targets>() {
+            Some(text) => match parse_filter(text) {
                 Ok(filter) => (filter, None),
                 Err(error) => (default_filter(), Some((text.clone(), error))),
             },
@@ -625,6 +654,18 @@ mod tests {
             assert!(text.contains("is not a valid filter"), "{text}");
             assert!(text.contains("shown at the default"), "{text}");
         });
+    }
+
+    #[test]
+    fn filters_take_levels_per_target_and_refuse_anything_else() {
+        assert!(parse_filter("info").is_ok());
+        assert!(parse_filter("tasker_channels_core=debug, warn").is_ok());
+        assert!(parse_filter("tasker_channels_core::monitor=trace").is_ok());
+        assert!(parse_filter("loud").unwrap_err().contains("not a level"));
+        assert!(parse_filter("a b=info")
+            .unwrap_err()
+            .contains("not a module path"));
+        assert!(parse_filter("x=[y]").is_err());
     }
 
     #[test]
