@@ -144,9 +144,10 @@ fn memory_grows_with_what_is_queued_and_is_given_back_as_it_drains() {
     }
     let left = live_bytes().saturating_sub(empty);
     // The block the next message goes into stays, and one freed block is kept to reuse;
-    // every other block is freed.
+    // every other block is freed. The allocation counter is the process's: a few bytes of
+    // slack for what the logging machinery allocates on first use meanwhile.
     assert!(
-        left <= 2 * BLOCK,
+        left <= 2 * BLOCK + 1024,
         "a drained channel still holds {left} bytes"
     );
 }
