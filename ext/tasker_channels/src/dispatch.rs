@@ -120,7 +120,7 @@ fn deliver_one(
             let name = match &cursor.last_rust_name {
                 Some((text, name)) if **text == *event.name => *name,
                 _ => {
-                    let name = event_object::interned_name(&event.name);
+                    let name = event_object::interned_str(&event.name);
                     cursor.last_rust_name = Some((event.name.as_str().into(), name));
                     name
                 }

@@ -90,13 +90,7 @@ pub fn backpressure(
         use magnus::rb_sys::{AsRawValue, FromRawValue};
         let exception =
             rb_sys::rb_exc_new(class.as_raw(), message.as_ptr().cast(), message.len() as _);
-        let interned = |text: &str| {
-            rb_sys::rb_enc_interned_str(
-                text.as_ptr().cast(),
-                text.len() as _,
-                rb_sys::rb_utf8_encoding(),
-            )
-        };
+        let interned = |text: &str| crate::event_object::interned_str(text).as_raw();
         rb_sys::rb_ivar_set(exception, channel_ivar, interned(channel));
         rb_sys::rb_ivar_set(
             exception,

@@ -74,15 +74,20 @@ pub fn source_symbol(source: EventSource) -> Value {
     unsafe { Value::from_raw(raw) }
 }
 
-/// An interned, frozen UTF-8 String for an event name: the same object for the same name,
-/// so building one allocates nothing once the name has been seen.
-pub fn interned_name(name: &str) -> Value {
-    debug_assert!(!name.is_empty(), "event names are never empty");
-    // SAFETY: GVL held; `name` is a valid, non-empty UTF-8 buffer for the call.
+/// An interned, frozen UTF-8 String for `text` (event names, channel names, messages): the
+/// same object for the same text, so building one allocates nothing once it has been seen.
+pub fn interned_str(text: &str) -> Value {
+    // An empty &str's pointer is dangling; hand C a real one.
+    let ptr = if text.is_empty() {
+        c"".as_ptr()
+    } else {
+        text.as_ptr().cast()
+    };
+    // SAFETY: GVL held; `ptr` points at `text.len()` valid UTF-8 bytes for the call.
     unsafe {
         Value::from_raw(rb_sys::rb_enc_interned_str(
-            name.as_ptr().cast(),
-            name.len() as _,
+            ptr,
+            text.len() as _,
             rb_sys::rb_utf8_encoding(),
         ))
     }

@@ -108,12 +108,17 @@ fn checked_interned(ruby: &Ruby, text: Value) -> Result<Value, Error> {
 }
 
 fn way_of(bytes: &[u8]) -> usize {
-    // FNV-1a over the name: a few cycles per byte.
+    (text_hash(bytes) as usize) % WAYS
+}
+
+/// FNV-1a: a few cycles per byte for names of a few dozen bytes; what the extension's small
+/// direct-mapped caches index by.
+pub fn text_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in bytes {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
-    (hash as usize) % WAYS
+    hash
 }
 
 fn utf8_labelled(text: Value) -> bool {

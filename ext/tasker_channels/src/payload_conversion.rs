@@ -451,11 +451,7 @@ impl SymbolCache {
     }
 
     fn way(name: &str) -> usize {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in name.bytes() {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        (hash as usize) % SYMBOL_WAYS
+        (crate::names::text_hash(name.as_bytes()) as usize) % SYMBOL_WAYS
     }
 
     fn get(&self, name: &str) -> Option<rb_sys::VALUE> {

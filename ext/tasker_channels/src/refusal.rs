@@ -11,6 +11,7 @@ use magnus::{gc, value::Opaque, Error, Ruby, Value};
 use tasker_channels_core::channel::{SendError, SendErrorKind};
 
 use crate::errors::{backpressure_class, backpressure_ivars};
+use crate::event_object::interned_str;
 use crate::gvl_cell::GvlCell;
 use crate::runtime::send_error_to_ruby;
 
@@ -79,17 +80,7 @@ impl FullBuffer {
     /// `_ruby`: the GVL is held.
     fn build<T>(&self, _ruby: &Ruby, refused: &SendError<T>) -> Parts {
         let channel = refused.channel();
-        let interned = |text: &str| -> Opaque<Value> {
-            // SAFETY: GVL held; `text` is a valid, non-empty UTF-8 buffer.
-            unsafe {
-                Value::from_raw(rb_sys::rb_enc_interned_str(
-                    text.as_ptr().cast(),
-                    text.len() as _,
-                    rb_sys::rb_utf8_encoding(),
-                ))
-            }
-            .into()
-        };
+        let interned = |text: &str| -> Opaque<Value> { interned_str(text).into() };
         Parts {
             message: interned(&crate::runtime::backpressure_message(refused)),
             channel: interned(&channel.name),

@@ -240,12 +240,7 @@ impl Default for MatchCache {
 
 impl MatchCache {
     fn way(name: &str) -> usize {
-        // FNV-1a: a few cycles per byte for names of a few dozen bytes.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in name.bytes() {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        (hash as usize) % CACHE_WAYS
+        (crate::names::text_hash(name.as_bytes()) as usize) % CACHE_WAYS
     }
 
     fn get(&self, generation: u64, name: &str) -> Option<Arc<[u32]>> {
