@@ -17,6 +17,7 @@ use magnus::{
     RArray, RHash, RModule, Ruby, Value,
 };
 use tasker_channels_core::metrics::PrometheusText;
+use tasker_channels_core::pg::names::InvalidChannel;
 use tasker_channels_core::pg::stats::{write_prometheus, ForwarderStats, ListenerStats};
 use tasker_channels_core::pg::{
     relay, FailureKind, ListenError, Listener, ListenerOptions, PgError,
@@ -127,27 +128,32 @@ impl RbListener {
         names: Vec<String>,
         timeout: Option<f64>,
     ) -> Result<bool, Error> {
-        guard(|| {
-            let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
-            let reply = rb_self
-                .listener
-                .listen(names)
-                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            command_outcome(ruby, wait(reply, deadline)?)
-        })
+        rb_self.command(ruby, timeout, |listener| listener.listen(names))
     }
 
+    /// `_unlisten(names, timeout_seconds_or_nil)`, as `_listen`.
     fn unlisten(
         ruby: &Ruby,
         rb_self: &Self,
         names: Vec<String>,
         timeout: Option<f64>,
     ) -> Result<bool, Error> {
+        rb_self.command(ruby, timeout, |listener| listener.unlisten(names))
+    }
+
+    /// Sends a LISTEN/UNLISTEN `command` and waits up to `timeout` for the server's answer.
+    fn command(
+        &self,
+        ruby: &Ruby,
+        timeout: Option<f64>,
+        command: impl FnOnce(
+            &Listener,
+        )
+            -> Result<tasker_channels_core::pg::listener::CommandReply, InvalidChannel>,
+    ) -> Result<bool, Error> {
         guard(|| {
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
-            let reply = rb_self
-                .listener
-                .unlisten(names)
+            let reply = command(&self.listener)
                 .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
             command_outcome(ruby, wait(reply, deadline)?)
         })
