@@ -64,10 +64,12 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
   end
 
   # Connections the listener (or forwarder) with this id has open on the server.
-  def open_connections(id)
-    sql("SELECT count(*) FROM pg_stat_activity WHERE application_name IN " \
-        "('tasker_channels listener #{id}', 'tasker_channels queue sampler #{id}', " \
-        "'tasker_channels forwarder #{id}')").first.to_i
+  # Listeners and forwarders number themselves separately, so a listener and a forwarder can
+  # share an id: count the connections of one kind of owner.
+  def open_connections(id, owner: :listener)
+    names = owner == :listener ? ["listener #{id}", "queue sampler #{id}"] : ["forwarder #{id}"]
+    list = names.map { |name| "'tasker_channels #{name}'" }.join(", ")
+    sql("SELECT count(*) FROM pg_stat_activity WHERE application_name IN (#{list})").first.to_i
   end
 
   describe "listening" do
@@ -393,7 +395,9 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
       expect(runtime.shutdown(timeout: 10)).to be(true)
       expect(Array.new(500) { delivered.pop(true) }.size).to eq(500)
       expect([listener.stopped?, listener.connected?, forwarder.stopped?]).to eq([true, false, true])
-      expect(eventually { open_connections(listener.id).zero? && open_connections(forwarder.id).zero? }).to be(true)
+      expect(eventually do
+               open_connections(listener.id).zero? && open_connections(forwarder.id, owner: :forwarder).zero?
+             end).to be(true)
       expect(runtime.listeners).to be_empty
       expect { runtime.listen(url, channels: ["again"]) }.to raise_error(Tasker::ClosedError)
     end
