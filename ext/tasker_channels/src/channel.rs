@@ -13,10 +13,10 @@ use tasker_channels_core::event::Message;
 use tasker_channels_core::event_bus::{FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL};
 use tasker_channels_core::policy::OverflowPolicy;
 
-use crate::errors::{closed_error, guard};
+use crate::conversion;
+use crate::errors::{closed_error, guard, send_error_to_ruby};
 use crate::gvl::deadline_from_seconds;
-use crate::payload_conversion;
-use crate::runtime::{send_error_to_ruby, BusHandle};
+use crate::runtime::BusHandle;
 use crate::waiting::{self, Received};
 
 #[magnus::wrap(class = "Tasker::Channels::Channel", free_immediately, size)]
@@ -100,7 +100,7 @@ impl RbChannel {
     fn push(ruby: &Ruby, rb_self: &Self, value: Value) -> Result<bool, Error> {
         guard(|| {
             rb_self.refuse_bus_channel(ruby, "push")?;
-            let message = Message::Value(payload_conversion::from_ruby(ruby, value, "value")?);
+            let message = Message::Value(conversion::payload::from_ruby(ruby, value, "value")?);
             let channel = rb_self.channel();
             if channel.policy() != OverflowPolicy::Block {
                 return channel
@@ -130,7 +130,7 @@ impl RbChannel {
 
 fn popped_to_ruby(ruby: &Ruby, message: Message) -> Value {
     match message {
-        Message::Value(payload) => payload_conversion::to_ruby(ruby, &payload),
+        Message::Value(payload) => conversion::payload::to_ruby(ruby, &payload),
         Message::Event(_) | Message::Ref(_) => unreachable!("bus channels refuse pop"),
     }
 }

@@ -16,8 +16,8 @@ use magnus::{prelude::*, Error, Ruby, Value};
 use tasker_channels_core::event::{EventSource, Message};
 use tasker_channels_core::event_bus::EventBus;
 
-use crate::event_object::{self, EventFields};
-use crate::payload_conversion;
+use crate::conversion::event::{self as event_object, EventFields};
+use crate::conversion::payload as payload_conversion;
 use crate::runtime::State;
 use crate::subscribers::{List, Shape};
 

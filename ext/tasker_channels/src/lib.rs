@@ -5,20 +5,20 @@
 
 mod channel;
 mod config;
+mod conversion;
 mod dispatch;
 mod errors;
-mod event_object;
 mod gvl;
 mod gvl_cell;
 mod listener;
 mod logging;
 mod names;
 mod pattern;
-mod payload_conversion;
 mod refusal;
 mod runtime;
 mod slot_table;
 mod subscribers;
+mod testing_hooks;
 mod waiting;
 
 use magnus::{prelude::*, Error, Ruby};
@@ -29,12 +29,12 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let channels = tasker.define_module("Channels")?;
     channels.const_set("NATIVE_VERSION", env!("CARGO_PKG_VERSION"))?;
     errors::check_defined(ruby)?;
-    errors::define_testing_hooks(ruby, channels)?;
     config::define(ruby, channels)?;
     channel::define(ruby, channels)?;
     pattern::define(ruby, channels)?;
     runtime::define(ruby, channels)?;
     logging::define(ruby, channels)?;
     listener::define(ruby, channels)?;
+    testing_hooks::define(ruby, channels)?;
     Ok(())
 }

@@ -3,46 +3,28 @@
 //!
 //! Owns turning Ruby calls into listener and forwarder operations, waiting for their outcome
 //! without the GVL (connects, LISTEN confirmations, stops, forward queue room) in slices that
-//! Ruby can interrupt, and mapping their errors to `Tasker::ConnectionError`,
-//! `Tasker::PayloadTooLarge`, `Tasker::ClosedError` and `ArgumentError`. It must never touch
-//! a Ruby object without the GVL and never block in `Drop`.
+//! Ruby can interrupt. Their errors become `Tasker::ConnectionError`,
+//! `Tasker::PayloadTooLarge`, `Tasker::ClosedError` or `ArgumentError` in `crate::errors`.
+//! It must never touch a Ruby object without the GVL and never block in `Drop`.
 
 mod forwarding;
 
 use std::future::Future;
 use std::time::Instant;
 
-use magnus::{
-    exception::ExceptionClass, function, method, prelude::*, value::Lazy, Error, IntoValue, KwArgs,
-    RArray, RHash, RModule, Ruby, Value,
-};
+use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, Ruby, Value};
 use tasker_channels_core::metrics::PrometheusText;
 use tasker_channels_core::pg::names::InvalidChannel;
 use tasker_channels_core::pg::stats::{write_prometheus, ForwarderStats, ListenerStats};
-use tasker_channels_core::pg::{
-    relay, FailureKind, ListenError, Listener, ListenerOptions, PgError,
-};
+use tasker_channels_core::pg::{relay, ListenError, Listener, ListenerOptions};
 use tasker_channels_core::wait::{block_on, Interrupt};
 
-use crate::errors::{closed_error, guard};
+use crate::conversion::stats::listener_stats_to_ruby;
+use crate::errors::{guard, listen_error};
 use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
 use crate::runtime::bus_of;
 
 pub use forwarding::RbForwarder;
-
-static CONNECTION_ERROR: Lazy<ExceptionClass> =
-    Lazy::new(|ruby| error_class(ruby, "ConnectionError"));
-
-/// The error classes lib/tasker/channels/postgres_errors.rb defines under `Tasker`.
-fn error_class(ruby: &Ruby, name: &str) -> ExceptionClass {
-    let tasker: RModule = ruby
-        .class_object()
-        .const_get("Tasker")
-        .expect("Tasker is defined at load time");
-    tasker.const_get(name).unwrap_or_else(|_| {
-        panic!("Tasker::{name} is defined by lib/tasker/channels/postgres_errors.rb")
-    })
-}
 
 #[magnus::wrap(class = "Tasker::Channels::Listener", free_immediately, size)]
 pub struct RbListener {
@@ -236,81 +218,4 @@ where
             return Ok(None);
         }
     }
-}
-
-pub fn listen_error(ruby: &Ruby, error: ListenError) -> Error {
-    match error {
-        ListenError::Channel(invalid) => {
-            Error::new(ruby.exception_arg_error(), invalid.to_string())
-        }
-        ListenError::Option(message) => Error::new(ruby.exception_arg_error(), message),
-        ListenError::Pg(error) => connection_error(ruby, &error),
-        ListenError::Closed => closed_error(ruby, error.to_string()),
-        ListenError::Stopped => closed_error(ruby, error.to_string()),
-    }
-}
-
-/// `Tasker::ConnectionError` with `host`, `code` (SQLSTATE or nil) and `reason` (a Symbol).
-pub fn connection_error(ruby: &Ruby, error: &PgError) -> Error {
-    let class = ruby.get_inner(&CONNECTION_ERROR);
-    let kwargs = ruby.hash_new();
-    let built = (|| {
-        kwargs.aset(ruby.to_symbol("host"), error.host.clone())?;
-        kwargs.aset(ruby.to_symbol("code"), error.code.clone())?;
-        kwargs.aset(
-            ruby.to_symbol("reason"),
-            ruby.to_symbol(reason_name(error.kind)),
-        )?;
-        class.funcall::<_, _, Value>("new", (error.to_string(), KwArgs(kwargs)))
-    })();
-    match built.and_then(magnus::Exception::try_convert) {
-        Ok(exception) => Error::from(exception),
-        Err(failed) => failed,
-    }
-}
-
-fn reason_name(kind: FailureKind) -> &'static str {
-    kind.as_str()
-}
-
-fn listener_stats_to_ruby(ruby: &Ruby, stats: &ListenerStats) -> Result<RHash, Error> {
-    let hash = ruby.hash_new();
-    let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
-    set("id", stats.id.into_value_with(ruby))?;
-    set("target", stats.target.as_str().into_value_with(ruby))?;
-    set("channels", stats.channels.clone().into_value_with(ruby))?;
-    set("connected", stats.connected.into_value_with(ruby))?;
-    set("stopped", stats.stopped.into_value_with(ruby))?;
-    set("backend_pid", stats.backend_pid.into_value_with(ruby))?;
-    set("coalesce_limit", stats.coalesce_limit.into_value_with(ruby))?;
-    set(
-        "coalesce_pending",
-        stats.coalesce_pending_entries.into_value_with(ruby),
-    )?;
-    set("backpressured", stats.backpressured.into_value_with(ruby))?;
-    set("queue_usage", stats.queue_usage.into_value_with(ruby))?;
-    set("last_error", stats.last_error.clone().into_value_with(ruby))?;
-    for (key, value) in [
-        ("received", stats.received),
-        ("events", stats.events),
-        ("coalesced", stats.coalesced),
-        ("coalesce_full", stats.coalesce_full),
-        (
-            "coalesce_pending_notifications",
-            stats.coalesce_pending_notifications,
-        ),
-        ("remote_events", stats.remote_events),
-        ("remote_errors", stats.remote_errors),
-        ("undecodable", stats.undecodable),
-        ("backpressure_waits", stats.backpressure_waits),
-        ("disconnects", stats.disconnects),
-        ("reconnects", stats.reconnects),
-        ("queue_samples", stats.queue_samples),
-        ("queue_sample_errors", stats.queue_sample_errors),
-        ("queue_notices", stats.queue_notices),
-        ("queue_notices_suppressed", stats.queue_notices_suppressed),
-    ] {
-        set(key, value.into_value_with(ruby))?;
-    }
-    Ok(hash)
 }

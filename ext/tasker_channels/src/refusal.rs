@@ -4,16 +4,17 @@
 //! message and its `channel` and `policy` Strings are made once per runtime and kept (the
 //! runtime's mark function pins them), so a refusal costs the exception and its three
 //! instance variables, not a formatted message and two interned-string lookups. It must build
-//! exactly what [`crate::runtime::send_error_to_ruby`] builds for the same error.
+//! exactly what [`crate::errors::send_error_to_ruby`] builds for the same error.
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{gc, value::Opaque, Error, Ruby, Value};
 use tasker_channels_core::channel::{SendError, SendErrorKind};
 
-use crate::errors::{backpressure_class, backpressure_ivars};
-use crate::event_object::interned_str;
+use crate::conversion::event::interned_str;
+use crate::errors::{
+    backpressure_class, backpressure_ivars, backpressure_message, send_error_to_ruby,
+};
 use crate::gvl_cell::GvlCell;
-use crate::runtime::send_error_to_ruby;
 
 struct Parts {
     message: Opaque<Value>,
@@ -82,7 +83,7 @@ impl FullBuffer {
         let channel = refused.channel();
         let interned = |text: &str| -> Opaque<Value> { interned_str(text).into() };
         Parts {
-            message: interned(&crate::runtime::backpressure_message(refused)),
+            message: interned(&backpressure_message(refused)),
             channel: interned(&channel.name),
             policy: interned(channel.policy.as_str()),
             capacity: channel.capacity,

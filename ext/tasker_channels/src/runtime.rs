@@ -18,22 +18,21 @@ use magnus::{
     RModule, RString, Ruby, Symbol, TypedData, Value,
 };
 use rb_sys::VALUE;
-use tasker_channels_core::channel::{MonitoredChannel, SendError, SendErrorKind, SendWait};
+use tasker_channels_core::channel::{MonitoredChannel, SendError, SendWait};
 use tasker_channels_core::config::Config;
-use tasker_channels_core::event::{validate_name, EventRef, Message};
+use tasker_channels_core::event::{EventRef, Message};
 use tasker_channels_core::event_bus::{EventBus, PublishError, PUBLISHER_CHANNEL};
-use tasker_channels_core::metrics::ChannelStats;
 use tasker_channels_core::pattern::Pattern;
-use tasker_channels_core::payload::Payload;
 use tasker_channels_core::policy::OverflowPolicy;
 
 use crate::channel::RbChannel;
 use crate::config::{load_config, RbConfig};
+use crate::conversion::event::rust_event;
+use crate::conversion::stats::{channel_stats_to_ruby, event_stats_to_ruby};
 use crate::dispatch;
-use crate::errors::{backpressure, closed_error, guard, tasker_error};
+use crate::errors::{backpressure, guard, send_error_to_ruby, tasker_error};
 use crate::gvl::deadline_from_seconds;
 use crate::names::NameCache;
-use crate::payload_conversion;
 use crate::refusal::FullBuffer;
 use crate::slot_table::SlotTable;
 use crate::subscribers::{Selector, Shape, Subscribers};
@@ -186,20 +185,23 @@ pub fn define(ruby: &Ruby, channels: RModule) -> Result<(), Error> {
     class.define_private_method("_event_stats", method!(Runtime::event_stats, 0))?;
     class.define_method("metrics", method!(Runtime::metrics, 0))?;
     class.define_method("emit", method!(Runtime::emit, 2))?;
-    class.define_private_method("_emit_from_rust", method!(Runtime::emit_from_rust, 3))?;
-    class.define_private_method("_slots_in_use", method!(Runtime::slots_in_use, 0))?;
     class.define_singleton_method("_pending_everywhere", function!(pending_everywhere, 0))?;
     Ok(())
 }
 
 impl Runtime {
-    fn state(&self, ruby: &Ruby) -> Result<&State, Error> {
+    pub fn state(&self, ruby: &Ruby) -> Result<&State, Error> {
         self.state.get().ok_or_else(|| {
             tasker_error(
                 ruby,
                 "this Tasker::Channels::Runtime was not initialized (call Runtime.new)",
             )
         })
+    }
+
+    /// The live bus of this process (a forked child's fresh one).
+    pub fn bus(&self, ruby: &Ruby) -> Result<Arc<EventBus>, Error> {
+        Ok(self.state(ruby)?.handle.bus())
     }
 
     /// `_setup(environment, config_dir, shipped_dir)`, from `initialize`.
@@ -408,7 +410,7 @@ impl Runtime {
             let stats = rb_self.state(ruby)?.handle.bus().registry().stats();
             let list = ruby.ary_new_capa(stats.len());
             for row in &stats {
-                list.push(stats_to_ruby(ruby, row)?)?;
+                list.push(channel_stats_to_ruby(ruby, row)?)?;
             }
             Ok(list)
         })
@@ -416,20 +418,7 @@ impl Runtime {
 
     fn event_stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
         let state = rb_self.state(ruby)?;
-        let stats = state.handle.bus().stats();
-        let hash = ruby.hash_new();
-        hash.aset(ruby.to_symbol("published"), stats.published)?;
-        hash.aset(ruby.to_symbol("emitted"), stats.emitted)?;
-        hash.aset(ruby.to_symbol("delivered"), stats.delivered)?;
-        hash.aset(ruby.to_symbol("unmatched"), stats.unmatched)?;
-        hash.aset(ruby.to_symbol("handler_errors"), stats.handler_errors)?;
-        hash.aset(ruby.to_symbol("undelivered"), stats.undelivered_dropped)?;
-        let reasons = ruby.hash_new();
-        reasons.aset(ruby.to_symbol("dropped"), stats.undelivered_dropped)?;
-        hash.aset(ruby.to_symbol("undelivered_by_reason"), reasons)?;
-        hash.aset(ruby.to_symbol("pending"), stats.pending)?;
-        hash.aset(ruby.to_symbol("subscriptions"), state.subscribers.len())?;
-        Ok(hash)
+        event_stats_to_ruby(ruby, &state.handle.bus().stats(), state.subscribers.len())
     }
 
     fn metrics(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
@@ -461,40 +450,6 @@ impl Runtime {
                 Err(PublishError::Refused(refused)) => Err(send_error_to_ruby(ruby, &refused)),
             }
         })
-    }
-
-    /// `_emit_from_rust(name, payload, count)`: returns at once; a task on the extension's
-    /// tokio runtime emits `count` copies, each waiting for room in `shared.event_publisher`
-    /// whatever its policy.
-    fn emit_from_rust(
-        ruby: &Ruby,
-        rb_self: &Self,
-        name: Value,
-        payload: Value,
-        count: u64,
-    ) -> Result<(), Error> {
-        guard(|| {
-            let (name, payload) = rust_event(ruby, name, payload)?;
-            validate_name(&name)
-                .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
-            let bus = rb_self.state(ruby)?.handle.bus();
-            tasker_channels_core::fork::runtime_handle().spawn(async move {
-                for _ in 0..count {
-                    if bus
-                        .emit_waiting(name.clone(), payload.clone())
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-            Ok(())
-        })
-    }
-
-    fn slots_in_use(ruby: &Ruby, rb_self: &Self) -> Result<usize, Error> {
-        Ok(rb_self.state(ruby)?.slots.occupied())
     }
 }
 
@@ -669,104 +624,10 @@ fn publish_ref(
     )
 }
 
-/// The name and payload of an event that crosses into Rust: plain data by the payload rules.
-fn rust_event(ruby: &Ruby, name: Value, payload: Value) -> Result<(String, Payload), Error> {
-    let name: String = if let Some(symbol) = Symbol::from_value(name) {
-        symbol.name()?.into_owned()
-    } else if let Some(string) = RString::from_value(name) {
-        string
-            .to_string()
-            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"))?
-    } else {
-        return Err(Error::new(
-            ruby.exception_type_error(),
-            format!("event name must be a String or Symbol, got {}", unsafe {
-                name.classname()
-            }),
-        ));
-    };
-    if RHash::from_value(payload).is_none() {
-        return Err(Error::new(
-            ruby.exception_type_error(),
-            format!("payload must be a Hash, got {}", unsafe {
-                payload.classname()
-            }),
-        ));
-    }
-    Ok((
-        name,
-        payload_conversion::from_ruby(ruby, payload, "payload")?,
-    ))
-}
-
 fn parse_pattern(ruby: &Ruby, pattern: &str) -> Result<Selector, Error> {
     Pattern::parse(pattern)
         .map(Selector::Pattern)
         .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))
-}
-
-/// What a `Tasker::Backpressure` says: the refusal, then what to do about it.
-pub fn backpressure_message<T>(error: &SendError<T>) -> String {
-    format!("{error}: slow down and retry, or raise its capacity in the channel config")
-}
-
-/// Backpressure for a full channel, ClosedError for a closed one.
-pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
-    let channel = error.channel();
-    match error.kind() {
-        SendErrorKind::Closed => closed_error(
-            ruby,
-            format!("{} is closed (the runtime was shut down)", channel.name),
-        ),
-        SendErrorKind::Full | SendErrorKind::TimedOut => backpressure(
-            ruby,
-            &backpressure_message(error),
-            &channel.name,
-            channel.capacity,
-            channel.policy.as_str(),
-        ),
-        SendErrorKind::Interrupted => {
-            closed_error(ruby, format!("send to {} was interrupted", channel.name))
-        }
-    }
-}
-
-fn stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, Error> {
-    let hash = ruby.hash_new();
-    let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
-    set("channel", ruby.str_new(&row.channel).as_value())?;
-    set("component", ruby.str_new(&row.component).as_value())?;
-    set(
-        "capacity",
-        ruby.integer_from_u64(row.capacity as u64).as_value(),
-    )?;
-    set(
-        "length",
-        ruby.integer_from_u64(row.length as u64).as_value(),
-    )?;
-    set(
-        "usage_percent",
-        ruby.float_from_f64(row.usage_percent).as_value(),
-    )?;
-    set(
-        "high_water_mark",
-        ruby.integer_from_u64(row.high_water_mark as u64).as_value(),
-    )?;
-    set("policy", ruby.str_new(row.policy.as_str()).as_value())?;
-    for (key, value) in [
-        ("sent", row.sent),
-        ("received", row.received),
-        ("dropped", row.dropped),
-        ("rejected", row.rejected),
-        ("blocked", row.blocked),
-        ("full_events", row.full_events),
-        ("notices_suppressed", row.notices_suppressed),
-        ("send_wait_p50_us", row.send_wait_p50_us),
-        ("send_wait_p99_us", row.send_wait_p99_us),
-    ] {
-        set(key, ruby.integer_from_u64(value).as_value())?;
-    }
-    Ok(hash)
 }
 
 /// The live bus of a `Tasker::Channels::Runtime` Ruby object (a forked child's fresh one).
@@ -777,5 +638,5 @@ pub fn bus_of(ruby: &Ruby, runtime: Value) -> Result<Arc<EventBus>, Error> {
             "expected a Tasker::Channels::Runtime",
         )
     })?;
-    Ok(runtime.state(ruby)?.handle.bus())
+    runtime.bus(ruby)
 }

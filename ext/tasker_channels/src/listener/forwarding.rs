@@ -7,28 +7,23 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use magnus::{
-    exception::ExceptionClass, function, method, prelude::*, value::Lazy, Error, IntoValue, KwArgs,
-    RHash, RModule, Ruby, Symbol, Value,
-};
+use magnus::{function, method, prelude::*, Error, RHash, RModule, Ruby, Symbol, Value};
 use tasker_channels_core::channel::SendOutcome;
 use tasker_channels_core::event::{EventSource, Message};
 use tasker_channels_core::event_bus::PUBLISHER_CHANNEL;
 use tasker_channels_core::payload::Payload;
-use tasker_channels_core::pg::envelope::{self, EnvelopeError};
+use tasker_channels_core::pg::envelope;
 use tasker_channels_core::pg::stats::ForwarderStats;
-use tasker_channels_core::pg::{ForwardError, ForwardOptions, Forwarder};
+use tasker_channels_core::pg::{ForwardOptions, Forwarder};
 use tasker_channels_core::policy::OverflowPolicy;
 
-use super::{connection_error, error_class, wait};
-use crate::errors::{closed_error, guard};
+use super::wait;
+use crate::conversion;
+use crate::conversion::stats::forwarder_stats_to_ruby;
+use crate::errors::{closed_error, envelope_error, forward_error, guard, send_error_to_ruby};
 use crate::gvl::deadline_from_seconds;
-use crate::payload_conversion;
-use crate::runtime::{bus_of, send_error_to_ruby};
+use crate::runtime::bus_of;
 use crate::waiting;
-
-static PAYLOAD_TOO_LARGE: Lazy<ExceptionClass> =
-    Lazy::new(|ruby| error_class(ruby, "PayloadTooLarge"));
 
 #[magnus::wrap(class = "Tasker::Channels::Forwarder", free_immediately, size)]
 pub struct RbForwarder {
@@ -119,7 +114,7 @@ impl RbForwarder {
         published_at_ns: u64,
     ) -> Result<bool, Error> {
         guard(|| {
-            let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+            let payload = conversion::payload::from_ruby(ruby, payload, "payload")?;
             let source = match source.name()?.as_ref() {
                 "rust" => EventSource::Rust,
                 "remote" => EventSource::Remote,
@@ -136,13 +131,13 @@ impl RbForwarder {
             let outcome = if queue.policy() != OverflowPolicy::Block {
                 queue
                     .send(message)
-                    .map_err(|refused| refusal(ruby, &refused))?
+                    .map_err(|refused| send_error_to_ruby(ruby, &refused))?
             } else {
                 let deadline = queue.send_timeout().map(|timeout| Instant::now() + timeout);
                 waiting::send(queue, message, deadline, |message, wait| {
                     queue.send_with(message, wait)
                 })?
-                .map_err(|refused| refusal(ruby, &refused))?
+                .map_err(|refused| send_error_to_ruby(ruby, &refused))?
             };
             Ok(outcome == SendOutcome::Sent)
         })
@@ -172,74 +167,16 @@ impl RbForwarder {
     }
 
     fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let stats = rb_self.forwarder.stats();
-        let hash = ruby.hash_new();
-        let set = |key: &str, value: Value| hash.aset(ruby.to_symbol(key), value);
-        set("id", stats.id.into_value_with(ruby))?;
-        set("to", stats.channel.as_str().into_value_with(ruby))?;
-        set("target", stats.target.as_str().into_value_with(ruby))?;
-        set("connected", stats.connected.into_value_with(ruby))?;
-        set("stopped", stats.stopped.into_value_with(ruby))?;
-        set("last_error", stats.last_error.clone().into_value_with(ruby))?;
-        for (key, value) in [
-            ("sent", stats.sent),
-            ("lost", stats.lost),
-            ("too_large", stats.too_large),
-            ("failed_batches", stats.failed_batches),
-            ("reconnects", stats.reconnects),
-            ("in_flight", stats.in_flight as u64),
-            ("queued", stats.queued as u64),
-            ("queue_capacity", stats.queue_capacity as u64),
-            ("queue_dropped", stats.queue_dropped),
-            ("queue_rejected", stats.queue_rejected),
-        ] {
-            set(key, value.into_value_with(ruby))?;
-        }
-        Ok(hash)
+        forwarder_stats_to_ruby(ruby, &rb_self.forwarder.stats())
     }
-}
-
-fn refusal(ruby: &Ruby, refused: &tasker_channels_core::channel::SendError<Message>) -> Error {
-    send_error_to_ruby(ruby, refused)
 }
 
 /// `Forwarder.check_size(name, payload)` → the worst-case encoded size in bytes, or
 /// `Tasker::PayloadTooLarge`. For `publish` to refuse an event it would forward.
 fn check_size(ruby: &Ruby, name: String, payload: Value) -> Result<usize, Error> {
     guard(|| {
-        let payload = payload_conversion::from_ruby(ruby, payload, "payload")?;
+        let payload = conversion::payload::from_ruby(ruby, payload, "payload")?;
         envelope::check_forwardable(&name, &payload)
             .map_err(|error| envelope_error(ruby, error, ""))
     })
-}
-
-fn envelope_error(ruby: &Ruby, error: EnvelopeError, channel: &str) -> Error {
-    let EnvelopeError::TooLarge { bytes, limit, .. } = &error else {
-        return Error::new(ruby.exception_arg_error(), error.to_string());
-    };
-    let class = ruby.get_inner(&PAYLOAD_TOO_LARGE);
-    let kwargs = ruby.hash_new();
-    let built = (|| {
-        kwargs.aset(ruby.to_symbol("bytes"), *bytes)?;
-        kwargs.aset(ruby.to_symbol("limit"), *limit)?;
-        kwargs.aset(
-            ruby.to_symbol("channel"),
-            (!channel.is_empty()).then(|| channel.to_owned()),
-        )?;
-        class.funcall::<_, _, Value>("new", (error.to_string(), KwArgs(kwargs)))
-    })();
-    match built.and_then(magnus::Exception::try_convert) {
-        Ok(exception) => Error::from(exception),
-        Err(failed) => failed,
-    }
-}
-
-fn forward_error(ruby: &Ruby, error: ForwardError) -> Error {
-    match error {
-        ForwardError::Channel(invalid) => {
-            Error::new(ruby.exception_arg_error(), invalid.to_string())
-        }
-        ForwardError::Pg(error) => connection_error(ruby, &error),
-        ForwardError::Stopped => closed_error(ruby, error.to_string()),
-    }
 }

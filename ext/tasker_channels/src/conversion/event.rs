@@ -1,17 +1,21 @@
-//! Ruby values for events on the dispatch side: `Tasker::Channels::Event` objects, event
-//! names and sources.
+//! Ruby values for events on the dispatch side — `Tasker::Channels::Event` objects, event
+//! names and sources — and the parts of an event Ruby hands to Rust.
 //!
 //! Owns building them cheaply — an Event is a frozen Struct filled in place (no `initialize`
 //! call, no instance-variable chain), names are interned frozen strings, sources are static
-//! symbols — and it must only run with the GVL held.
+//! symbols — and checking that what `emit` gets is a String or Symbol name and a plain-data
+//! Hash payload. It must only run with the GVL held.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
-use magnus::{prelude::*, value::Lazy, RClass, RModule, Ruby, Value};
+use magnus::{
+    prelude::*, value::Lazy, Error, RClass, RHash, RModule, RString, Ruby, Symbol, Value,
+};
 use rb_sys::VALUE;
 use tasker_channels_core::event::EventSource;
+use tasker_channels_core::payload::Payload;
 
 static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
     let channels: RModule = ruby
@@ -98,4 +102,31 @@ fn epoch_nanos(ruby: &Ruby, at: SystemTime) -> Value {
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     ruby.integer_from_u64(since_epoch.as_nanos() as u64)
         .as_value()
+}
+
+/// The name and payload of an event that crosses into Rust: plain data by the payload rules.
+pub fn rust_event(ruby: &Ruby, name: Value, payload: Value) -> Result<(String, Payload), Error> {
+    let name: String = if let Some(symbol) = Symbol::from_value(name) {
+        symbol.name()?.into_owned()
+    } else if let Some(string) = RString::from_value(name) {
+        string
+            .to_string()
+            .map_err(|_| Error::new(ruby.exception_arg_error(), "event name must be valid UTF-8"))?
+    } else {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("event name must be a String or Symbol, got {}", unsafe {
+                name.classname()
+            }),
+        ));
+    };
+    if RHash::from_value(payload).is_none() {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("payload must be a Hash, got {}", unsafe {
+                payload.classname()
+            }),
+        ));
+    }
+    Ok((name, super::payload::from_ruby(ruby, payload, "payload")?))
 }
