@@ -42,6 +42,13 @@ RSpec.describe "Tasker error hierarchy", :ffi do
     expect { Tasker::Channels::Testing.panic!("again") }.to raise_error(Tasker::Error, /again/)
   end
 
+  it "refuses to set a runtime up twice and keeps the bus it has" do
+    runtime = channel_runtime
+    expect { runtime.__send__(:_setup, "test", nil, nil) }
+      .to raise_error(Tasker::Error, /already initialized/)
+    expect(runtime.publish("still.open", {})).to be_a(Integer)
+  end
+
   it "keeps the native and Ruby versions in step" do
     expect(Tasker::Channels::NATIVE_VERSION).to eq(Tasker::Channels::VERSION)
   end

@@ -213,8 +213,9 @@ impl Runtime {
         shipped_dir: Option<String>,
     ) -> Result<(), Error> {
         guard(|| {
+            let already_initialized = || tasker_error(ruby, "this runtime is already initialized");
             if rb_self.state.get().is_some() {
-                return Err(tasker_error(ruby, "this runtime is already initialized"));
+                return Err(already_initialized());
             }
             tasker_channels_core::logging::init_logging();
             let config = load_config(ruby, environment, config_dir, shipped_dir)?;
@@ -236,7 +237,12 @@ impl Runtime {
                 full_ffi: FullBuffer::default(),
                 last_bus: AtomicUsize::new(first_bus),
             };
-            let _ = rb_self.state.set(state);
+            // The load ran without the GVL, so another `_setup` may have finished meanwhile;
+            // the state that lost is dropped, which closes its bus.
+            rb_self
+                .state
+                .set(state)
+                .map_err(|_lost| already_initialized())?;
             Ok(())
         })
     }
