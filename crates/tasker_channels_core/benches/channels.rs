@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use concurrent_queue::{ConcurrentQueue, PushError};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use event_listener::{Event, Listener};
-use tasker_channels_core::channel::{ChannelInfo, MonitoredChannel};
-use tasker_channels_core::monitor::Monitor;
-use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::{ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy};
 
 const CAPACITY: usize = 1024;
 const MESSAGES: u64 = 200_000;

@@ -71,7 +71,7 @@ const TABLE_ENTRIES_TARGET: u64 = 8 * 1024;
 
 /// Why [`BlockQueue::push`] handed a message back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushError<T> {
+pub(crate) enum PushError<T> {
     /// `capacity` messages are queued.
     Full(T),
     /// The queue is closed (whether or not it is also full).
@@ -80,7 +80,7 @@ pub enum PushError<T> {
 
 /// Why [`BlockQueue::pop`] returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PopError {
+pub(crate) enum PopError {
     /// Nothing is queued right now.
     Empty,
     /// The queue is closed and everything queued has been taken.
@@ -108,7 +108,7 @@ struct Reclaim {
 }
 
 /// A bounded MPMC queue that allocates in blocks as it fills; see the module docs.
-pub struct BlockQueue<T> {
+pub(crate) struct BlockQueue<T> {
     /// Written by pushes only (and `close`).
     tail: CacheLine<End>,
     /// Written by pops only.
@@ -138,7 +138,7 @@ impl<T> BlockQueue<T> {
     ///
     /// # Panics
     /// If `capacity` is zero or does not fit in 63 bits.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "a queue needs room for at least one message");
         let capacity = u64::try_from(capacity)
             .ok()
@@ -179,14 +179,10 @@ impl<T> BlockQueue<T> {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity as usize
-    }
-
     /// Adds `msg` at the back, or hands it back when `capacity` messages are queued or the
     /// queue is closed.
     #[inline(always)]
-    pub fn push(&self, msg: T) -> Result<(), PushError<T>> {
+    pub(crate) fn push(&self, msg: T) -> Result<(), PushError<T>> {
         let tail_end = &self.tail.0;
         let tail = tail_end.index.load(SeqCst);
         // The common case, kept small enough to inline: open, room by the cached head, and
@@ -246,7 +242,7 @@ impl<T> BlockQueue<T> {
     /// take the room a displacement made, more are, so the queue never passes capacity and
     /// every displaced message reaches `displaced`. Hands `msg` back if the queue is
     /// closed.
-    pub fn force_push(&self, mut msg: T, mut displaced: impl FnMut(T)) -> Result<(), T> {
+    pub(crate) fn force_push(&self, mut msg: T, mut displaced: impl FnMut(T)) -> Result<(), T> {
         loop {
             match self.push(msg) {
                 Ok(()) => return Ok(()),
@@ -262,7 +258,7 @@ impl<T> BlockQueue<T> {
     /// Takes the message at the front, if there is one. After [`close`](Self::close),
     /// still returns what is queued, then `Closed`.
     #[inline(always)]
-    pub fn pop(&self) -> Result<T, PopError> {
+    pub(crate) fn pop(&self) -> Result<T, PopError> {
         let head_end = &self.head.0;
         let head = head_end.index.load(SeqCst);
         // The common case, kept small enough to inline: a message by the cached tail, and
@@ -313,28 +309,31 @@ impl<T> BlockQueue<T> {
     /// Messages queued, counting pushes under way and not pops under way; never above
     /// capacity.
     #[inline]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         // Head first: the difference can only come out high, and is then capped.
         let head = self.head.0.index.load(SeqCst);
         let tail = self.tail.0.index.load(SeqCst) & !CLOSED;
         tail.saturating_sub(head).min(self.capacity) as usize
     }
 
-    pub fn is_empty(&self) -> bool {
+    /// Whether nothing is queued right now.
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn is_full(&self) -> bool {
+    /// Whether the queue holds `capacity` messages right now.
+    pub(crate) fn is_full(&self) -> bool {
         self.len() >= self.capacity as usize
     }
 
     /// Refuses every later push; pops still take what is queued. Returns whether this call
     /// closed the queue.
-    pub fn close(&self) -> bool {
+    pub(crate) fn close(&self) -> bool {
         self.tail.0.index.fetch_or(CLOSED, SeqCst) & CLOSED == 0
     }
 
-    pub fn is_closed(&self) -> bool {
+    /// Whether [`close`](Self::close) has been called.
+    pub(crate) fn is_closed(&self) -> bool {
         self.tail.0.index.load(SeqCst) & CLOSED != 0
     }
 

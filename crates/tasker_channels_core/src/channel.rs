@@ -44,10 +44,15 @@ use crate::wait::{block_on, Interrupt, WaitStopped};
 /// The fixed identity and settings of a channel, shared with errors and monitor notices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
+    /// Where the channel's table sits under `[mpsc_channels]`, e.g. `worker.command_processor`.
     pub name: String,
+    /// The first segment of the name, e.g. `worker`.
     pub component: String,
+    /// How many messages the channel holds at most.
     pub capacity: usize,
+    /// What a send does when the channel is full.
     pub policy: OverflowPolicy,
+    /// How long a `block` send waits for room; `None`: forever.
     pub send_timeout: Option<Duration>,
 }
 
@@ -74,6 +79,7 @@ pub enum SendOutcome {
 }
 
 impl SendOutcome {
+    /// Whether the message is in the channel.
     pub fn is_sent(self) -> bool {
         self == SendOutcome::Sent
     }
@@ -82,9 +88,13 @@ impl SendOutcome {
 /// Which way a send failed; see [`SendError::kind`] and [`MonitoredChannel::record_rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendErrorKind {
+    /// The channel was full and the send could not wait.
     Full,
+    /// The channel stayed full until the send's deadline.
     TimedOut,
+    /// [`Interrupt::trigger`] stopped the wait for room.
     Interrupted,
+    /// The channel is closed.
     Closed,
 }
 
@@ -93,20 +103,39 @@ pub enum SendErrorKind {
 pub enum SendError<T> {
     /// The channel was full and the send could not wait: policy `error`, or
     /// [`SendWait::no_wait`].
-    Full { msg: T, channel: Arc<ChannelInfo> },
+    Full {
+        /// The message, handed back.
+        msg: T,
+        /// The channel it was meant for.
+        channel: Arc<ChannelInfo>,
+    },
     /// The channel stayed full until the send's deadline.
     TimedOut {
+        /// The message, handed back.
         msg: T,
+        /// The channel it was meant for.
         channel: Arc<ChannelInfo>,
+        /// How long the send waited for room.
         waited: Duration,
     },
     /// [`Interrupt::trigger`] stopped the wait for room.
-    Interrupted { msg: T, channel: Arc<ChannelInfo> },
+    Interrupted {
+        /// The message, handed back.
+        msg: T,
+        /// The channel it was meant for.
+        channel: Arc<ChannelInfo>,
+    },
     /// The channel is closed.
-    Closed { msg: T, channel: Arc<ChannelInfo> },
+    Closed {
+        /// The message, handed back.
+        msg: T,
+        /// The channel it was meant for.
+        channel: Arc<ChannelInfo>,
+    },
 }
 
 impl<T> SendError<T> {
+    /// The message the send could not deliver.
     pub fn into_inner(self) -> T {
         match self {
             SendError::Full { msg, .. }
@@ -116,6 +145,7 @@ impl<T> SendError<T> {
         }
     }
 
+    /// The message the send could not deliver, by reference.
     pub fn message(&self) -> &T {
         match self {
             SendError::Full { msg, .. }
@@ -125,6 +155,7 @@ impl<T> SendError<T> {
         }
     }
 
+    /// The channel the message was meant for.
     pub fn channel(&self) -> &ChannelInfo {
         match self {
             SendError::Full { channel, .. }
@@ -134,6 +165,7 @@ impl<T> SendError<T> {
         }
     }
 
+    /// Which way the send failed.
     pub fn kind(&self) -> SendErrorKind {
         match self {
             SendError::Full { .. } => SendErrorKind::Full,
@@ -212,6 +244,7 @@ pub struct SendProgress {
 }
 
 impl SendProgress {
+    /// A send that has not yet found the channel full.
     pub fn new() -> Self {
         Self::default()
     }
@@ -411,7 +444,14 @@ impl<T> Clone for WeakChannel<T> {
     }
 }
 
+impl<T> fmt::Debug for WeakChannel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakChannel").finish_non_exhaustive()
+    }
+}
+
 impl<T> WeakChannel<T> {
+    /// The channel, if it still exists.
     pub fn upgrade(&self) -> Option<MonitoredChannel<T>> {
         self.shared
             .upgrade()
@@ -447,42 +487,52 @@ impl<T> MonitoredChannel<T> {
         }
     }
 
+    /// The channel's identity and settings.
     pub fn info(&self) -> &Arc<ChannelInfo> {
         &self.shared.info
     }
 
+    /// The channel's name, e.g. `worker.command_processor`.
     pub fn name(&self) -> &str {
         &self.shared.info.name
     }
 
+    /// The channel's component, e.g. `worker`.
     pub fn component(&self) -> &str {
         &self.shared.info.component
     }
 
+    /// How many messages the channel holds at most.
     pub fn capacity(&self) -> usize {
         self.shared.info.capacity
     }
 
+    /// What a send does when the channel is full.
     pub fn policy(&self) -> OverflowPolicy {
         self.shared.info.policy
     }
 
+    /// How long a `block` send waits for room; `None`: forever.
     pub fn send_timeout(&self) -> Option<Duration> {
         self.shared.info.send_timeout
     }
 
+    /// The monitor watching this channel.
     pub fn monitor(&self) -> &Monitor {
         self.shared.watch.monitor()
     }
 
+    /// Messages queued right now.
     pub fn len(&self) -> usize {
         self.shared.queue.len()
     }
 
+    /// Whether nothing is queued right now.
     pub fn is_empty(&self) -> bool {
         self.shared.queue.is_empty()
     }
 
+    /// Whether the channel is at capacity right now.
     pub fn is_full(&self) -> bool {
         self.shared.queue.is_full()
     }
@@ -498,10 +548,12 @@ impl<T> MonitoredChannel<T> {
         closed_now
     }
 
+    /// Whether [`close`](Self::close) has been called.
     pub fn is_closed(&self) -> bool {
         self.shared.queue.is_closed()
     }
 
+    /// A reference that does not keep the channel alive.
     pub fn downgrade(&self) -> WeakChannel<T> {
         WeakChannel {
             shared: Arc::downgrade(&self.shared),

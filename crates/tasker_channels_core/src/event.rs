@@ -22,6 +22,7 @@ pub enum EventSource {
 }
 
 impl EventSource {
+    /// The name Ruby sees (`:ruby`, `:rust`, `:remote`).
     pub fn as_str(self) -> &'static str {
         match self {
             EventSource::Ruby => "ruby",
@@ -36,9 +37,13 @@ impl EventSource {
 pub struct Event {
     /// Unique within its event bus, increasing in acceptance order per publisher.
     pub id: u64,
+    /// The dotted event name, e.g. `orchestration.tick`.
     pub name: String,
+    /// What the publisher attached.
     pub payload: Payload,
+    /// Who published it.
     pub source: EventSource,
+    /// When the bus accepted it.
     pub published_at: SystemTime,
 }
 
@@ -51,6 +56,7 @@ pub struct EventRef {
     pub id: u64,
     /// Where the publisher's table holds the name and payload.
     pub slot: u32,
+    /// When the bus accepted it.
     pub published_at: SystemTime,
 }
 
@@ -58,6 +64,7 @@ pub struct EventRef {
 /// values on the channels Ruby workers use directly.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// A plain value, on the channels Ruby workers use directly.
     Value(Payload),
     /// An event carried whole: emitted by Rust code, so the dispatch side builds it anew.
     Event(Box<Event>),
@@ -69,7 +76,9 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid event name {name:?}: {reason}")]
 pub struct InvalidEventName {
+    /// The refused name.
     pub name: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 

@@ -39,6 +39,7 @@ const FORWARD_BATCH: usize = 64;
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The event name is not a valid dotted name.
     #[error(transparent)]
     InvalidName(#[from] InvalidEventName),
     /// The channel refused the event; the error carries it back with the channel's context.
@@ -46,7 +47,12 @@ pub enum PublishError {
     Refused(#[from] SendError<Message>),
     /// The channel's `drop` policy discarded the event (counted as dropped).
     #[error("event dropped: {channel} is full ({capacity} events) and its policy is drop")]
-    Dropped { channel: String, capacity: usize },
+    Dropped {
+        /// The channel that was full.
+        channel: String,
+        /// Its capacity.
+        capacity: usize,
+    },
 }
 
 /// Counters of the bus as a whole; per-channel numbers live in the channels' stats.
@@ -593,6 +599,7 @@ impl EventBus {
             && self.counters.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// The bus's event counters.
     pub fn stats(&self) -> EventStats {
         let c = &self.counters;
         EventStats {

@@ -41,6 +41,7 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 /// One formatted record on its way to a host's logger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The record's level.
     pub level: Level,
     /// `target: message key=value ...`, without time, level or trailing newline (the host's
     /// logger adds its own).
@@ -87,6 +88,7 @@ impl LogQueue {
         })
     }
 
+    /// The most records the queue holds at once.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -96,10 +98,12 @@ impl LogQueue {
         self.sender.max_capacity() - self.sender.capacity()
     }
 
+    /// Whether no record is queued right now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether the queue has been closed.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -489,8 +493,11 @@ pub fn log_stats() -> LogStats {
     installed.router.stats(installed.ours)
 }
 
+/// Counter: log records handed to Ruby.
 pub const LOG_RECORDS_FORWARDED: &str = "tasker_log_records_forwarded_total";
+/// Counter: log records dropped because the queue was full.
 pub const LOG_RECORDS_DROPPED: &str = "tasker_log_records_dropped_total";
+/// Gauge: log records waiting for Ruby.
 pub const LOG_QUEUE_LENGTH: &str = "tasker_log_queue_length";
 
 /// Appends the log pipeline's families (process-wide) to Prometheus text.

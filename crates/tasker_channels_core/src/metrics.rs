@@ -77,6 +77,7 @@ struct WaitHistogram {
 }
 
 impl ChannelMetrics {
+    /// All counters at zero.
     pub fn new() -> Self {
         Self::default()
     }
@@ -159,6 +160,7 @@ impl ChannelMetrics {
         }
     }
 
+    /// The longest the queue has been.
     pub fn high_water_mark(&self) -> usize {
         self.high_water_mark.0.load(Relaxed)
     }
@@ -212,15 +214,20 @@ pub struct MetricsSnapshot {
     /// Messages discarded by the overflow policy (new ones under `drop`, queued ones under
     /// `drop_oldest`).
     pub dropped: u64,
+    /// Sends that failed (full, timed out, interrupted or closed).
     pub rejected: u64,
+    /// Sends that waited for room.
     pub blocked: u64,
+    /// Sends that found the channel full.
     pub full_events: u64,
     /// Saturated/recovered notices held back by damping; filled in by the channel, whose
     /// saturation watch counts them.
     pub notices_suppressed: u64,
+    /// The longest the queue has been.
     pub high_water_mark: usize,
     /// Messages queued when the snapshot was taken.
     pub length: usize,
+    /// How long sends waited for room.
     pub send_wait: HistogramSnapshot,
 }
 
@@ -232,11 +239,14 @@ pub struct HistogramSnapshot {
     /// Sends that waited, per bucket of [`SEND_WAIT_BUCKET_BOUNDS_US`] (not cumulative);
     /// the last slot holds waits beyond the largest bound.
     pub buckets: [u64; BUCKETS + 1],
+    /// All waits added up, in microseconds.
     pub sum_us: u64,
+    /// The longest wait, in microseconds.
     pub max_us: u64,
 }
 
 impl HistogramSnapshot {
+    /// Observations in all.
     pub fn count(&self) -> u64 {
         self.zero_wait + self.buckets.iter().sum::<u64>()
     }
@@ -251,6 +261,7 @@ impl HistogramSnapshot {
         })
     }
 
+    /// All waits added up, in seconds.
     pub fn sum_seconds(&self) -> f64 {
         self.sum_us as f64 / 1e6
     }
@@ -293,21 +304,36 @@ impl HistogramSnapshot {
 /// One channel's row of `stats` (docs/design.md §6), plus `full_events`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelStats {
+    /// The channel's name.
     pub channel: String,
+    /// Its component.
     pub component: String,
+    /// Its capacity.
     pub capacity: usize,
+    /// Messages queued now.
     pub length: usize,
+    /// `length` as a percentage of capacity.
     pub usage_percent: f64,
+    /// The longest the queue has been.
     pub high_water_mark: usize,
+    /// Its overflow policy.
     #[serde(serialize_with = "serialize_policy")]
     pub policy: OverflowPolicy,
+    /// Messages that entered.
     pub sent: u64,
+    /// Messages taken out.
     pub received: u64,
+    /// Messages discarded by the policy.
     pub dropped: u64,
+    /// Sends that failed.
     pub rejected: u64,
+    /// Sends that waited for room.
     pub blocked: u64,
+    /// Median send wait, in microseconds.
     pub send_wait_p50_us: u64,
+    /// 99th percentile send wait, in microseconds.
     pub send_wait_p99_us: u64,
+    /// Sends that found the channel full.
     pub full_events: u64,
     /// Saturated/recovered notices held back by `notice_interval_ms`.
     pub notices_suppressed: u64,
@@ -328,11 +354,14 @@ pub fn usage_percent(length: usize, capacity: usize) -> f64 {
 /// Everything the Prometheus renderer needs about one channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelSample {
+    /// The channel's `stats` row.
     pub stats: ChannelStats,
+    /// Its send-wait histogram.
     pub send_wait: HistogramSnapshot,
 }
 
 impl ChannelSample {
+    /// A sample from a channel's settings and counters.
     pub fn new(
         channel: &str,
         component: &str,
@@ -369,8 +398,11 @@ impl ChannelSample {
 /// The kind of a Prometheus metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
+    /// `# TYPE counter`.
     Counter,
+    /// `# TYPE gauge`.
     Gauge,
+    /// `# TYPE histogram`.
     Histogram,
 }
 
@@ -395,6 +427,7 @@ pub struct PrometheusText {
 }
 
 impl PrometheusText {
+    /// An empty text.
     pub fn new() -> Self {
         Self::default()
     }
@@ -442,10 +475,12 @@ impl PrometheusText {
         self.sample_u64(&format!("{name}_count"), labels, count);
     }
 
+    /// The text so far.
     pub fn as_str(&self) -> &str {
         &self.out
     }
 
+    /// The finished text.
     pub fn into_string(self) -> String {
         self.out
     }
@@ -505,17 +540,29 @@ fn push_float(out: &mut String, value: f64) {
     }
 }
 
+/// Gauge: capacity.
 pub const CAPACITY: &str = "mpsc_channel_capacity";
+/// Gauge: length as a percentage of capacity.
 pub const USAGE_PERCENT: &str = "mpsc_channel_usage_percent";
+/// Counter: messages that entered.
 pub const MESSAGES_SENT: &str = "mpsc_channel_messages_sent_total";
+/// Counter: messages taken out.
 pub const MESSAGES_RECEIVED: &str = "mpsc_channel_messages_received_total";
+/// Counter: messages discarded by the policy.
 pub const MESSAGES_DROPPED: &str = "mpsc_channel_messages_dropped_total";
+/// Counter: sends that found the channel full.
 pub const FULL_EVENTS: &str = "mpsc_channel_full_events_total";
+/// Counter: sends that failed.
 pub const MESSAGES_REJECTED: &str = "mpsc_channel_messages_rejected_total";
+/// Counter: sends that waited for room.
 pub const BLOCKED: &str = "mpsc_channel_blocked_total";
+/// Counter: saturation notices held back by damping.
 pub const NOTICES_SUPPRESSED: &str = "mpsc_channel_notices_suppressed_total";
+/// Gauge: messages queued.
 pub const LENGTH: &str = "mpsc_channel_length";
+/// Gauge: the longest the queue has been.
 pub const HIGH_WATER_MARK: &str = "mpsc_channel_high_water_mark";
+/// Histogram: how long sends waited for room, in seconds.
 pub const SEND_WAIT_SECONDS: &str = "mpsc_channel_send_wait_seconds";
 
 /// Appends the channel families the design lists (docs/design.md §6), one header per family, one series per channel.

@@ -44,6 +44,7 @@ pub const REARM_MARGIN: f64 = 0.10;
 /// channel operation: implementations must return quickly, must only try-send (never wait
 /// for room), and must not panic.
 pub trait MonitorHook: Send + Sync {
+    /// Receives one notice; called on the sending or receiving thread.
     fn on_event(&self, event: MonitorEvent);
 }
 
@@ -58,9 +59,13 @@ impl<F: Fn(MonitorEvent) + Send + Sync> MonitorHook for F {
 pub enum MonitorEvent {
     /// Usage reached the threshold (or a sender found the channel full) while armed.
     Saturated {
+        /// The channel that crossed.
         channel: Arc<ChannelInfo>,
+        /// Messages queued at the crossing.
         length: usize,
+        /// `length` as a percentage of capacity.
         usage_percent: f64,
+        /// The configured warning threshold (a fraction).
         threshold: f64,
         /// Saturated/recovered notices of this channel held back since the last one that went
         /// out (see the module docs on damping).
@@ -68,22 +73,30 @@ pub enum MonitorEvent {
     },
     /// Usage fell below the threshold minus [`REARM_MARGIN`]; the next crossing warns again.
     Recovered {
+        /// The channel that recovered.
         channel: Arc<ChannelInfo>,
+        /// Messages queued when it recovered.
         length: usize,
+        /// `length` as a percentage of capacity.
         usage_percent: f64,
+        /// The configured warning threshold (a fraction).
         threshold: f64,
         /// As for `Saturated`.
         suppressed: u64,
     },
     /// A message was dropped or a send was rejected because the channel was full.
     Overflow {
+        /// The channel that overflowed.
         channel: Arc<ChannelInfo>,
+        /// Messages queued when it overflowed.
         length: usize,
+        /// What became of the message.
         action: OverflowAction,
     },
 }
 
 impl MonitorEvent {
+    /// The channel the notice is about.
     pub fn channel(&self) -> &ChannelInfo {
         match self {
             MonitorEvent::Saturated { channel, .. }
@@ -92,6 +105,7 @@ impl MonitorEvent {
         }
     }
 
+    /// Messages queued when the notice was raised.
     pub fn length(&self) -> usize {
         match *self {
             MonitorEvent::Saturated { length, .. }
@@ -123,6 +137,7 @@ pub enum OverflowAction {
 }
 
 impl OverflowAction {
+    /// The name used in events and logs (`dropped_new`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             OverflowAction::DroppedNew => "dropped",
@@ -176,6 +191,7 @@ impl Monitor {
         }
     }
 
+    /// Sends every notice to `hook` as well as to the log.
     pub fn with_hook(self, hook: Arc<dyn MonitorHook>) -> Self {
         let _ = self.set_hook(hook);
         self
@@ -187,10 +203,12 @@ impl Monitor {
         self.shared.hook.set(hook)
     }
 
+    /// The fraction of capacity at which channels warn.
     pub fn threshold(&self) -> f64 {
         self.shared.threshold
     }
 
+    /// The least time between two saturation notices of one channel.
     pub fn notice_interval(&self) -> Duration {
         self.shared.notice_interval
     }

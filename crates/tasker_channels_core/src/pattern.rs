@@ -18,6 +18,7 @@ pub enum Pattern {
 /// One dot-separated piece of a glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
+    /// A segment that must equal this text.
     Literal(String),
     /// `*`: any one segment.
     One,
@@ -28,7 +29,9 @@ pub enum Segment {
 /// Why a pattern was refused; the message says how to write it instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidPattern {
+    /// The refused pattern.
     pub pattern: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 

@@ -14,14 +14,21 @@ pub const MAX_DEPTH: usize = 64;
 /// A plain-data value carried by an event or pushed through a channel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
+    /// Ruby's `nil`.
     Nil,
+    /// `true` or `false`.
     Bool(bool),
+    /// A 64-bit integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A UTF-8 string.
     String(String),
+    /// A symbol, by name.
     Symbol(String),
     /// A point in time (Ruby's `Time`), with the UTC offset it was expressed in.
     Time(Timestamp),
+    /// An array.
     Array(Vec<Payload>),
     /// Entries in insertion order; key kinds (string or symbol) are kept.
     Hash(Vec<(Key, Payload)>),
@@ -54,8 +61,10 @@ pub const MAX_UTC_OFFSET_SECONDS: i32 = 86_400;
 /// Why a [`Timestamp`] could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidTimestamp {
+    /// The nanoseconds were out of range.
     #[error("nanoseconds must be below 1_000_000_000, got {0}")]
     Nanoseconds(u32),
+    /// The UTC offset was out of range.
     #[error("a UTC offset must be within {MAX_UTC_OFFSET_SECONDS} seconds either way, got {0}")]
     Offset(i32),
 }
@@ -94,6 +103,7 @@ impl Timestamp {
         self.nanoseconds
     }
 
+    /// The UTC offset the time was expressed in.
     pub fn offset(&self) -> UtcOffset {
         self.offset
     }
@@ -129,11 +139,14 @@ impl From<SystemTime> for Timestamp {
 /// A hash key, remembering whether it was a string or a symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
+    /// A string key.
     String(String),
+    /// A symbol key, by name.
     Symbol(String),
 }
 
 impl Key {
+    /// The key's text, whatever its kind.
     pub fn as_str(&self) -> &str {
         match self {
             Key::String(s) | Key::Symbol(s) => s,

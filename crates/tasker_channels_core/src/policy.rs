@@ -58,6 +58,7 @@ impl fmt::Display for OverflowPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown overflow policy \"{name}\" (valid: {valid})", valid = OverflowPolicy::valid_names())]
 pub struct UnknownPolicy {
+    /// The refused name.
     pub name: String,
 }
 

@@ -15,7 +15,9 @@ use crate::monitor::Monitor;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown channel \"{name}\" (known: {known})", known = .known.join(", "))]
 pub struct UnknownChannel {
+    /// The name asked for.
     pub name: String,
+    /// The names that exist.
     pub known: Vec<String>,
 }
 
@@ -67,6 +69,7 @@ impl<T> ChannelRegistry<T> {
         Self { channels, monitor }
     }
 
+    /// The monitor every channel of the registry reports to.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
     }
@@ -89,14 +92,17 @@ impl<T> ChannelRegistry<T> {
         &self.channels
     }
 
+    /// Every channel's name, in configuration order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.channels.iter().map(MonitoredChannel::name)
     }
 
+    /// Every channel's `stats` row.
     pub fn stats(&self) -> Vec<ChannelStats> {
         self.channels.iter().map(MonitoredChannel::stats).collect()
     }
 
+    /// Every channel's stats and send-wait histogram.
     pub fn samples(&self) -> Vec<ChannelSample> {
         self.channels.iter().map(MonitoredChannel::sample).collect()
     }
@@ -108,6 +114,7 @@ impl<T> ChannelRegistry<T> {
         crate::logging::write_prometheus(out);
     }
 
+    /// Every channel's metrics as Prometheus text.
     pub fn prometheus_text(&self) -> String {
         let mut out = PrometheusText::new();
         self.write_prometheus(&mut out);

@@ -38,6 +38,7 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
+    /// An interrupt not yet triggered.
     pub fn new() -> Self {
         Self::default()
     }
@@ -67,6 +68,7 @@ impl Interrupt {
         self.triggered.store(false, Ordering::SeqCst);
     }
 
+    /// Whether [`trigger`](Self::trigger) has been called.
     pub fn is_triggered(&self) -> bool {
         self.triggered.load(Ordering::SeqCst)
     }

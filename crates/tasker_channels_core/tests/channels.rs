@@ -4,11 +4,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use tasker_channels_core::channel::{
-    ChannelInfo, MonitoredChannel, RecvError, SendErrorKind, SendOutcome,
+use tasker_channels_core::{
+    ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy, RecvError, SendErrorKind, SendOutcome,
 };
-use tasker_channels_core::monitor::Monitor;
-use tasker_channels_core::policy::OverflowPolicy;
 
 const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 20_000;

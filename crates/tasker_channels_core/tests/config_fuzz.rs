@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
-use tasker_channels_core::config::{Config, ConfigErrors, LoadOptions};
+use tasker_channels_core::{Config, ConfigErrors, LoadOptions};
 
 /// A throwaway config dir, removed on drop.
 struct ConfigDir(PathBuf);

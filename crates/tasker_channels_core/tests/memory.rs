@@ -9,9 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use tasker_channels_core::channel::{ChannelInfo, MonitoredChannel, SendOutcome};
-use tasker_channels_core::monitor::Monitor;
-use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::{ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy, SendOutcome};
 
 struct CountingAllocator;
 

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use pg_cluster::Cluster;
-use tasker_channels_core::config::{Config, LoadOptions};
-use tasker_channels_core::event::{Event, EventSource, Message};
-use tasker_channels_core::event_bus::EventBus;
 use tasker_channels_core::fork;
-use tasker_channels_core::payload::{Key, Payload};
 use tasker_channels_core::pg::envelope;
 use tasker_channels_core::pg::relay;
-use tasker_channels_core::pg::{
-    FailureKind, ForwardOptions, Forwarder, ListenError, Listener, ListenerOptions,
+use tasker_channels_core::pg::FailureKind;
+use tasker_channels_core::{
+    Config, Event, EventBus, EventSource, ForwardOptions, Forwarder, Key, ListenError, Listener,
+    ListenerOptions, LoadOptions, Message, Payload,
 };
 
 macro_rules! cluster_or_skip {

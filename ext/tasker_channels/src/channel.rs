@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
-use tasker_channels_core::channel::{MonitoredChannel, SendErrorKind, SendOutcome};
-use tasker_channels_core::event::Message;
 use tasker_channels_core::event_bus::{FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL};
-use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::{Message, MonitoredChannel, OverflowPolicy, SendErrorKind, SendOutcome};
 
 use crate::conversion;
 use crate::errors::{closed_error, guard, send_error_to_ruby};

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use magnus::{function, method, prelude::*, Error, RArray, RModule, Ruby, Value};
-use tasker_channels_core::config::{Config, LoadOptions, CONFIG_DIR_VAR, ENVIRONMENT_VAR};
+use tasker_channels_core::config::{CONFIG_DIR_VAR, ENVIRONMENT_VAR};
+use tasker_channels_core::{Config, LoadOptions};
 
 use crate::conversion::config::{channel_to_ruby, table_to_ruby, toml_to_ruby};
 use crate::errors::{config_errors_to_ruby, guard};

@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{prelude::*, Error, Ruby, Value};
-use tasker_channels_core::event::{EventSource, Message};
-use tasker_channels_core::event_bus::EventBus;
+use tasker_channels_core::{EventBus, EventSource, Message};
 
 use crate::conversion::event::{self as event_object, EventFields};
 use crate::conversion::payload as payload_conversion;

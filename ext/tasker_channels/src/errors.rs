@@ -15,10 +15,11 @@ use magnus::{
     exception::ExceptionClass, prelude::*, value::Lazy, Error, Exception, KwArgs, RArray, RClass,
     RModule, Ruby, Value,
 };
-use tasker_channels_core::channel::{SendError, SendErrorKind};
-use tasker_channels_core::config::ConfigErrors;
 use tasker_channels_core::pg::envelope::EnvelopeError;
-use tasker_channels_core::pg::{FailureKind, ForwardError, ListenError, PgError};
+use tasker_channels_core::pg::FailureKind;
+use tasker_channels_core::{
+    ConfigErrors, ForwardError, ListenError, PgError, SendError, SendErrorKind,
+};
 
 use crate::conversion::event::interned_str;
 

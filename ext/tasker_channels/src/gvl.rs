@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use magnus::Error;
 use rb_sys::{rb_nogvl, rb_thread_check_ints};
-use tasker_channels_core::wait::Interrupt;
+use tasker_channels_core::Interrupt;
 
 /// The longest a single GVL-free wait lasts before Ruby gets to check for interrupts.
 /// Measured on Ruby 3.1: a wait that began while another Ruby thread was alive can miss

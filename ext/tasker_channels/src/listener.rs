@@ -13,11 +13,11 @@ use std::future::Future;
 use std::time::Instant;
 
 use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, Ruby, Value};
-use tasker_channels_core::metrics::PrometheusText;
 use tasker_channels_core::pg::names::InvalidChannel;
+use tasker_channels_core::pg::relay;
 use tasker_channels_core::pg::stats::{write_prometheus, ForwarderStats, ListenerStats};
-use tasker_channels_core::pg::{relay, ListenError, Listener, ListenerOptions};
-use tasker_channels_core::wait::{block_on, Interrupt};
+use tasker_channels_core::wait::block_on;
+use tasker_channels_core::{Interrupt, ListenError, Listener, ListenerOptions, PrometheusText};
 
 use crate::conversion::stats::listener_stats_to_ruby;
 use crate::errors::{guard, listen_error};

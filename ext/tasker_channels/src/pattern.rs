@@ -5,7 +5,7 @@
 //! never accept a pattern `subscribe` would refuse.
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
-use tasker_channels_core::pattern::Pattern;
+use tasker_channels_core::Pattern;
 
 #[magnus::wrap(class = "Tasker::Channels::Pattern", free_immediately, size)]
 pub struct RbPattern(Pattern);

@@ -8,7 +8,7 @@
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{gc, value::Opaque, Error, Ruby, Value};
-use tasker_channels_core::channel::{SendError, SendErrorKind};
+use tasker_channels_core::{SendError, SendErrorKind};
 
 use crate::conversion::event::interned_str;
 use crate::errors::{

@@ -18,12 +18,11 @@ use magnus::{
     RModule, RString, Ruby, Symbol, TypedData, Value,
 };
 use rb_sys::VALUE;
-use tasker_channels_core::channel::{MonitoredChannel, SendError, SendWait};
-use tasker_channels_core::config::Config;
-use tasker_channels_core::event::{EventRef, Message};
-use tasker_channels_core::event_bus::{EventBus, PublishError, PUBLISHER_CHANNEL};
-use tasker_channels_core::pattern::Pattern;
-use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::event_bus::PUBLISHER_CHANNEL;
+use tasker_channels_core::{
+    Config, EventBus, EventRef, Message, MonitoredChannel, OverflowPolicy, Pattern, PublishError,
+    SendError, SendWait,
+};
 
 use crate::channel::RbChannel;
 use crate::config::{load_config, RbConfig};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use magnus::{gc, prelude::*, value::Opaque, Error, Ruby, Value};
-use tasker_channels_core::pattern::Pattern;
+use tasker_channels_core::Pattern;
 
 use crate::gvl_cell::GvlCell;
 

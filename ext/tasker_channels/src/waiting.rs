@@ -9,11 +9,10 @@
 use std::time::Instant;
 
 use magnus::Error;
-use tasker_channels_core::channel::{
-    MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress, SendWait,
+use tasker_channels_core::{
+    Interrupt, Message, MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress,
+    SendWait,
 };
-use tasker_channels_core::event::Message;
-use tasker_channels_core::wait::Interrupt;
 
 use crate::gvl::{check_interrupts, slice_deadline, unblocker, without_gvl};
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tasker_channels_core::config::{Config, LoadOptions};
+use tasker_channels_core::{Config, LoadOptions};
 
 const BASE_FILE: &str = "base/mpsc_channels.toml";
 const ENV_FILE: &str = "environments/test/mpsc_channels.toml";

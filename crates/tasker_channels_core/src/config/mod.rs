@@ -33,8 +33,11 @@ pub struct ChannelSpec {
     pub component: String,
     /// The capacity key of the table, e.g. `ruby_event_buffer_size`.
     pub capacity_key: String,
+    /// How many messages the channel holds at most.
     pub capacity: usize,
+    /// What a send does when the channel is full (`overflow`, else the global `drop_policy`).
     pub overflow: OverflowPolicy,
+    /// How long a `block` send waits for room; `None`: forever.
     pub send_timeout: Option<Duration>,
 }
 

@@ -69,6 +69,7 @@ impl fmt::Display for ConfigProblem {
 /// Every problem found while loading, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
+    /// The problems, in the order they were found.
     pub problems: Vec<ConfigProblem>,
 }
 

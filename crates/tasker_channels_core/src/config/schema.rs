@@ -15,12 +15,16 @@ pub const ROOT_TABLE: &str = "mpsc_channels";
 
 /// The table holding the settings shared by all channels.
 pub const POLICY_TABLE: &str = "overflow_policy";
+/// Key of the fraction of capacity at which a channel warns.
 pub const WARNING_THRESHOLD_KEY: &str = "log_warning_threshold";
+/// Key of the policy used by channels without an `overflow` key.
 pub const DROP_POLICY_KEY: &str = "drop_policy";
+/// Key of the least time between two saturation notices of one channel.
 pub const NOTICE_INTERVAL_KEY: &str = "notice_interval_ms";
 
 /// Optional keys every channel table may carry next to its capacity key.
 pub const OVERFLOW_KEY: &str = "overflow";
+/// Key of a `block` channel's longest wait for room.
 pub const SEND_TIMEOUT_KEY: &str = "send_timeout_ms";
 
 /// Allowed capacities. The upper bound keeps a typo from reserving gigabytes.
@@ -35,6 +39,7 @@ pub const NOTICE_INTERVAL_MS_RANGE: RangeInclusive<i64> = 0..=3_600_000;
 pub struct ChannelSchema {
     /// Table path without `mpsc_channels.`, e.g. `shared.ffi`.
     pub name: &'static str,
+    /// The key holding the channel's capacity, e.g. `ruby_event_buffer_size`.
     pub capacity_key: &'static str,
 }
 
@@ -85,11 +90,17 @@ pub const CHANNELS: &[ChannelSchema] = &[
 /// What a leaf key holds; decides how validation checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeafKind {
+    /// A channel's capacity: an integer in [`CAPACITY_RANGE`].
     Capacity,
+    /// A channel's `overflow` policy name.
     Overflow,
+    /// A channel's `send_timeout_ms`: an integer in [`SEND_TIMEOUT_MS_RANGE`].
     SendTimeoutMs,
+    /// The saturation warning threshold: a fraction in (0, 1].
     WarningThreshold,
+    /// The global drop policy name.
     DropPolicy,
+    /// The notice damping interval: an integer in [`NOTICE_INTERVAL_MS_RANGE`].
     NoticeIntervalMs,
 }
 
@@ -106,6 +117,7 @@ impl LeafKind {
 pub enum SchemaNode {
     /// A table whose only allowed keys are these, in schema order.
     Table(Vec<&'static str>),
+    /// A value of this kind.
     Leaf(LeafKind),
 }
 

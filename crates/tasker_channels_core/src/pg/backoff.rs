@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The delays of one reconnect episode.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     ceiling: Duration,
     current: Duration,
@@ -19,7 +19,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Starts at `first` and never exceeds `ceiling` (which is raised to `first` if lower).
-    pub fn new(first: Duration, ceiling: Duration) -> Self {
+    pub(crate) fn new(first: Duration, ceiling: Duration) -> Self {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -35,12 +35,12 @@ impl Backoff {
     }
 
     /// How many delays this episode has handed out.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
 
     /// The next delay: in `[d/2, d]` where `d` doubles each time up to the ceiling.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.attempts = self.attempts.saturating_add(1);
         let full = self.current;
         self.current = (self.current * 2).min(self.ceiling);
@@ -55,7 +55,7 @@ impl Backoff {
     }
 
     /// Starts a new episode (after a successful connection).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.first;
         self.attempts = 0;
     }

@@ -11,8 +11,10 @@ use std::collections::{HashMap, VecDeque};
 
 /// One notification, or several identical ones merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
+    /// The PostgreSQL channel the notification came on.
     pub channel: String,
+    /// The notification's payload.
     pub payload: String,
     /// The server process that sent the first of them.
     pub backend_pid: i32,
@@ -21,7 +23,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(channel: String, payload: String, backend_pid: i32) -> Self {
+    /// One notification, not yet merged with any other.
+    pub(crate) fn new(channel: String, payload: String, backend_pid: i32) -> Self {
         Self {
             channel,
             payload,
@@ -33,7 +36,7 @@ impl Pending {
 
 /// What [`CoalesceTable::merge`] did with a notification.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Merge {
+pub(crate) enum Merge {
     /// Counted into the pending entry with the same key.
     Merged,
     /// Became a new pending entry.
@@ -44,7 +47,7 @@ pub enum Merge {
 
 /// Pending notifications keyed by (channel, payload), bounded by distinct keys.
 #[derive(Debug)]
-pub struct CoalesceTable {
+pub(crate) struct CoalesceTable {
     limit: usize,
     /// Key → sequence number of its entry; `entries[seq - first_seq]` is the entry.
     index: HashMap<(String, String), u64>,
@@ -57,7 +60,7 @@ const RETAINED_ENTRIES: usize = 64;
 
 impl CoalesceTable {
     /// A table that holds at most `limit` distinct keys (at least 1).
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit: limit.max(1),
             index: HashMap::new(),
@@ -66,29 +69,34 @@ impl CoalesceTable {
         }
     }
 
-    pub fn limit(&self) -> usize {
+    /// The most distinct entries the table holds.
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
-    pub fn len(&self) -> usize {
+    /// Distinct entries pending.
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    /// Whether nothing is pending.
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn is_full(&self) -> bool {
+    /// Whether the table holds `limit` entries.
+    pub(crate) fn is_full(&self) -> bool {
         self.entries.len() >= self.limit
     }
 
     /// How many notifications the pending entries stand for.
-    pub fn pending_notifications(&self) -> u64 {
+    pub(crate) fn pending_notifications(&self) -> u64 {
         self.entries.iter().map(|entry| entry.count).sum()
     }
 
     /// Merges `note` (count added as is) into the entry with its key, or adds it.
-    pub fn merge(&mut self, note: Pending) -> Merge {
+    pub(crate) fn merge(&mut self, note: Pending) -> Merge {
         let key = (note.channel, note.payload);
         if let Some(&seq) = self.index.get(&key) {
             let position = (seq - self.first_seq) as usize;
@@ -112,7 +120,7 @@ impl CoalesceTable {
     }
 
     /// Takes the oldest pending entry; later notifications with its key start a new one.
-    pub fn pop_front(&mut self) -> Option<Pending> {
+    pub(crate) fn pop_front(&mut self) -> Option<Pending> {
         let entry = self.entries.pop_front()?;
         self.index
             .remove(&(entry.channel.clone(), entry.payload.clone()));

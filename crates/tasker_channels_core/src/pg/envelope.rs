@@ -44,39 +44,55 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// Why an event cannot be forwarded, or an envelope not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
+    /// The event is too large for one NOTIFY.
     #[error(
         "event {name:?} encodes to {bytes} bytes for NOTIFY, over PostgreSQL's limit of \
          {limit} bytes: send a key (an id to look the data up by) instead of the data"
     )]
     TooLarge {
+        /// The event's name.
         name: String,
+        /// Its encoded size.
         bytes: usize,
+        /// The largest NOTIFY payload allowed.
         limit: usize,
     },
+    /// The text could not be read as an envelope.
     #[error("not a forwarded event: {0}")]
     Malformed(String),
+    /// The envelope names a format this build cannot read.
     #[error(
         "forwarded event format {found} is not supported (this build reads {ENVELOPE_VERSION})"
     )]
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The version the envelope names.
+        found: u32,
+    },
 }
 
 /// Where a forwarded event came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// The sending process's id.
     pub pid: u32,
+    /// The sending machine's host name.
     pub host: String,
     /// The event's id in its own process.
     pub id: u64,
+    /// The event's source in its own process.
     pub source: String,
+    /// When its own bus accepted it.
     pub published_at: SystemTime,
 }
 
 /// A forwarded event as read from a notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Remote {
+    /// The event's name.
     pub name: String,
+    /// Its payload, key kinds kept.
     pub payload: Payload,
+    /// Where it came from.
     pub origin: Origin,
 }
 

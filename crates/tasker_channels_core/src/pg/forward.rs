@@ -41,13 +41,16 @@ const NOTIFY_BATCH_SQL: &str = "SELECT pg_notify($1, payload) FROM unnest($2::te
 /// How to forward.
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
+    /// A `postgresql://` URL or `key=value` string.
     pub url: String,
     /// The PostgreSQL channel to NOTIFY.
     pub channel: String,
     /// Capacity, policy and send timeout of the forward queue; its name and component are
     /// what stats show.
     pub queue: ChannelInfo,
+    /// The first reconnect delay; it doubles up to `reconnect_max_delay`.
     pub reconnect_first_delay: Duration,
+    /// The longest reconnect delay.
     pub reconnect_max_delay: Duration,
 }
 
@@ -73,10 +76,13 @@ impl ForwardOptions {
 /// Why a forwarder could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
+    /// The PostgreSQL channel name is invalid.
     #[error(transparent)]
     Channel(#[from] InvalidChannel),
+    /// PostgreSQL refused or could not be reached.
     #[error(transparent)]
     Pg(#[from] PgError),
+    /// The forwarder was stopped.
     #[error("the forwarder is stopped")]
     Stopped,
 }
@@ -111,6 +117,7 @@ impl std::fmt::Debug for Forwarder {
 }
 
 /// Resolves once the forwarder's first connection is up (or failed: it has then ended).
+#[derive(Debug)]
 pub struct ForwardStartup(oneshot::Receiver<Result<(), ForwardError>>);
 
 impl Future for ForwardStartup {
@@ -124,6 +131,7 @@ impl Future for ForwardStartup {
 }
 
 impl Forwarder {
+    /// Starts the forwarder's connection task; await the [`ForwardStartup`] to know it connected.
     pub fn start(options: ForwardOptions) -> Result<(Forwarder, ForwardStartup), ForwardError> {
         let channel = PgChannel::new(options.channel.clone())?;
         let target = Target::parse(&options.url)?;
@@ -164,14 +172,17 @@ impl Forwarder {
         ))
     }
 
+    /// Unique among this process's forwarders.
     pub fn id(&self) -> u64 {
         self.id
     }
 
+    /// The PostgreSQL channel it NOTIFYs.
     pub fn channel(&self) -> &str {
         self.channel.as_str()
     }
 
+    /// The server it talks to, without the password.
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -186,10 +197,12 @@ impl Forwarder {
         self.generation != fork::generation()
     }
 
+    /// Whether its connection is up now.
     pub fn is_connected(&self) -> bool {
         !self.is_stale() && self.counters.connected.load(Ordering::Relaxed)
     }
 
+    /// Whether it has been stopped.
     pub fn is_stopped(&self) -> bool {
         self.is_stale() || *self.handle.finished.borrow()
     }
@@ -223,6 +236,7 @@ impl Forwarder {
         }
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> ForwarderStats {
         let c = &self.counters;
         let queue = self.queue.stats();

@@ -47,6 +47,7 @@ pub const DEFAULT_QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUEUE_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// The first reconnect delay; it doubles up to [`DEFAULT_RECONNECT_MAX_DELAY`].
 pub const DEFAULT_RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// The longest reconnect delay.
 pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Notifications handled per turn before the task looks at its stop signal and commands.
@@ -61,19 +62,26 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct ListenerOptions {
     /// A `postgresql://` URL or `key=value` string (see [`Target::parse`]).
     pub url: String,
+    /// The PostgreSQL channels to LISTEN on.
     pub channels: Vec<String>,
     /// Merge identical (channel, payload) notifications while the way on is full.
     pub coalesce: bool,
+    /// The most distinct pending entries while coalescing.
     pub coalesce_limit: usize,
+    /// The first reconnect delay; it doubles up to `reconnect_max_delay`.
     pub reconnect_first_delay: Duration,
+    /// The longest reconnect delay.
     pub reconnect_max_delay: Duration,
+    /// How often to sample `pg_notification_queue_usage()`; zero: never.
     pub queue_sample_interval: Duration,
     /// A fraction in (0, 1].
     pub queue_warning: f64,
+    /// The least time between two queue notices.
     pub queue_notice_interval: Duration,
 }
 
 impl ListenerOptions {
+    /// Options with the defaults, for `url` and `channels`.
     pub fn new<I, S>(url: impl Into<String>, channels: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -96,14 +104,19 @@ impl ListenerOptions {
 /// Why a listener could not start, or a command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListenError {
+    /// A PostgreSQL channel name is invalid.
     #[error(transparent)]
     Channel(#[from] InvalidChannel),
+    /// PostgreSQL refused or could not be reached.
     #[error(transparent)]
     Pg(#[from] PgError),
+    /// The event bus is closed.
     #[error("the event bus is closed (the runtime was shut down)")]
     Closed,
+    /// The listener was stopped.
     #[error("the listener is stopped")]
     Stopped,
+    /// An option is out of range.
     #[error("invalid listener option: {0}")]
     Option(String),
 }
@@ -143,6 +156,7 @@ impl std::fmt::Debug for Listener {
 
 /// Resolves once the first connection is up and LISTENing (or failed: the listener has then
 /// ended). A listener whose first connection fails does not retry.
+#[derive(Debug)]
 pub struct Startup(oneshot::Receiver<Result<(), ListenError>>);
 
 impl Future for Startup {
@@ -231,6 +245,7 @@ impl Listener {
         ))
     }
 
+    /// Unique among this process's listeners.
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -245,6 +260,7 @@ impl Listener {
         self.generation != fork::generation()
     }
 
+    /// The PostgreSQL channels it listens on now.
     pub fn channels(&self) -> Vec<String> {
         self.counters
             .channels()
@@ -253,14 +269,17 @@ impl Listener {
             .collect()
     }
 
+    /// Whether its connection is up now.
     pub fn is_connected(&self) -> bool {
         !self.is_stale() && self.counters.connected.load(Ordering::Relaxed)
     }
 
+    /// Whether it has been stopped.
     pub fn is_stopped(&self) -> bool {
         self.is_stale() || *self.handle.finished.borrow()
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> ListenerStats {
         let mut stats = self
             .counters

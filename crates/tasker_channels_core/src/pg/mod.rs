@@ -28,13 +28,13 @@
 //! - [`names`]: channel names, quoting, event names.
 //! - [`target`]: URLs, connecting, errors that name the host and never the password.
 //! - [`listener`]: the LISTEN connection, backpressure, coalescing, reconnects.
-//! - [`coalesce`]: the bounded table of identical pending wake-ups.
+//! - `coalesce`: the bounded table of identical pending wake-ups.
 //! - [`relay`]: the hop to the dispatch side, one per bus, and draining it at shutdown.
-//! - [`queue_usage`]: `pg_notification_queue_usage()` from a second connection, and the
+//! - `queue_usage`: `pg_notification_queue_usage()` from a second connection, and the
 //!   damped `listener.queue_saturated` / `listener.queue_recovered` events.
 //! - [`envelope`]: the JSON a forwarded event travels in, keeping key kinds.
 //! - [`forward`]: the forwarding queue and its NOTIFY connection.
-//! - [`backoff`], [`stats`]: reconnect delays; counters and Prometheus families.
+//! - `backoff`, [`stats`]: reconnect delays; counters and Prometheus families.
 //!
 //! # Example
 //!
@@ -60,13 +60,13 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backoff;
-pub mod coalesce;
+pub(crate) mod backoff;
+pub(crate) mod coalesce;
 pub mod envelope;
 pub mod forward;
 pub mod listener;
 pub mod names;
-pub mod queue_usage;
+pub(crate) mod queue_usage;
 pub mod relay;
 pub mod stats;
 pub mod target;

@@ -19,7 +19,9 @@ pub const EVENT_PREFIX: &str = "pg";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid PostgreSQL channel name {name:?}: {reason}")]
 pub struct InvalidChannel {
+    /// The refused name.
     pub name: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -55,6 +57,7 @@ impl PgChannel {
         Ok(PgChannel(name))
     }
 
+    /// The channel name as PostgreSQL knows it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -24,9 +24,12 @@ use super::target::{describe_error, Target};
 
 /// What a sample crossing the threshold calls for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueueNotice {
+pub(crate) struct QueueNotice {
+    /// The event name, `listener.queue_saturated` or `listener.queue_recovered`.
     pub name: &'static str,
+    /// The sampled usage, a fraction.
     pub usage: f64,
+    /// The warning threshold, a fraction.
     pub threshold: f64,
     /// Notices held back by damping since the last one emitted.
     pub suppressed: u64,
@@ -37,7 +40,7 @@ pub struct QueueNotice {
 /// and the first sample after the interval reports the state as it then is (so a recovery
 /// that happened too soon is still announced, late, rather than never).
 #[derive(Debug, Clone)]
-pub struct QueueWatch {
+pub(crate) struct QueueWatch {
     threshold: f64,
     rearm_below: f64,
     interval: Duration,
@@ -49,7 +52,8 @@ pub struct QueueWatch {
 }
 
 impl QueueWatch {
-    pub fn new(threshold: f64, interval: Duration) -> Self {
+    /// A watch that warns at `threshold`, at most once per `interval`.
+    pub(crate) fn new(threshold: f64, interval: Duration) -> Self {
         Self {
             threshold,
             rearm_below: threshold * 0.9,
@@ -62,7 +66,7 @@ impl QueueWatch {
     }
 
     /// Feeds one sample; returns the notice to emit, if any.
-    pub fn observe(&mut self, usage: f64, now: Instant) -> Option<QueueNotice> {
+    pub(crate) fn observe(&mut self, usage: f64, now: Instant) -> Option<QueueNotice> {
         let crossed = if !self.saturated && usage >= self.threshold {
             self.saturated = true;
             true
@@ -96,18 +100,23 @@ impl QueueWatch {
     }
 
     /// Crossings held back since the last notice.
-    pub fn suppressed(&self) -> u64 {
+    pub(crate) fn suppressed(&self) -> u64 {
         self.suppressed
     }
 }
 
 /// How the sampler runs; copied from the listener's options.
 #[derive(Debug, Clone)]
-pub struct SamplerSettings {
+pub(crate) struct SamplerSettings {
+    /// How often to sample.
     pub interval: Duration,
+    /// The usage fraction that warns.
     pub threshold: f64,
+    /// The least time between two notices.
     pub notice_interval: Duration,
+    /// The first reconnect delay.
     pub reconnect_first_delay: Duration,
+    /// The longest reconnect delay.
     pub reconnect_max_delay: Duration,
 }
 

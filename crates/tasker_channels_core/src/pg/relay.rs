@@ -43,18 +43,22 @@ pub struct RelayState {
 }
 
 impl RelayState {
+    /// Messages moved to the dispatch side so far.
     pub fn moved(&self) -> u64 {
         self.moved.load(Ordering::Relaxed)
     }
 
+    /// Messages it could not deliver (the dispatch side closed).
     pub fn undelivered(&self) -> u64 {
         self.undelivered.load(Ordering::Relaxed)
     }
 
+    /// Messages taken but not yet delivered.
     pub fn holding(&self) -> usize {
         self.holding.load(Ordering::Acquire)
     }
 
+    /// Whether the relay task has ended.
     pub fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
     }

@@ -41,7 +41,7 @@ pub(crate) struct ListenerCounters {
 }
 
 impl ListenerCounters {
-    pub fn new(channels: Vec<PgChannel>) -> Self {
+    pub(crate) fn new(channels: Vec<PgChannel>) -> Self {
         Self {
             queue_usage_bits: AtomicU64::new(f64::NAN.to_bits()),
             channels: Mutex::new(channels),
@@ -49,25 +49,30 @@ impl ListenerCounters {
         }
     }
 
-    pub fn channels(&self) -> Vec<PgChannel> {
+    pub(crate) fn channels(&self) -> Vec<PgChannel> {
         self.channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub fn set_channels(&self, channels: Vec<PgChannel>) {
+    pub(crate) fn set_channels(&self, channels: Vec<PgChannel>) {
         *self.channels.lock().unwrap_or_else(PoisonError::into_inner) = channels;
     }
 
-    pub fn set_last_error(&self, error: impl Into<String>) {
+    pub(crate) fn set_last_error(&self, error: impl Into<String>) {
         *self
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(error.into());
     }
 
-    pub fn snapshot(&self, id: u64, target: &str, coalesce_limit: Option<usize>) -> ListenerStats {
+    pub(crate) fn snapshot(
+        &self,
+        id: u64,
+        target: &str,
+        coalesce_limit: Option<usize>,
+    ) -> ListenerStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let usage = f64::from_bits(self.queue_usage_bits.load(Ordering::Relaxed));
         let backend_pid = self.backend_pid.load(Ordering::Relaxed);
@@ -117,11 +122,15 @@ impl ListenerCounters {
 /// coalescing, `received - coalesced` is the number of events made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerStats {
+    /// The listener's id.
     pub id: u64,
     /// Where it listens, without the password.
     pub target: String,
+    /// The PostgreSQL channels it listens on.
     pub channels: Vec<String>,
+    /// Whether its connection is up.
     pub connected: bool,
+    /// Whether it has been stopped.
     pub stopped: bool,
     /// The server process of the listening connection (for `pg_terminate_backend`).
     pub backend_pid: Option<i32>,
@@ -136,7 +145,9 @@ pub struct ListenerStats {
     pub coalesced: u64,
     /// Times the coalescing table held its limit of distinct keys and reading stopped.
     pub coalesce_full: u64,
+    /// Distinct entries waiting in the coalescing table.
     pub coalesce_pending_entries: usize,
+    /// Notifications merged into those entries.
     pub coalesce_pending_notifications: u64,
     /// Forwarded events read back into ordinary events.
     pub remote_events: u64,
@@ -149,16 +160,21 @@ pub struct ListenerStats {
     pub backpressured: bool,
     /// Times a hand-over found `orchestration.event_listeners` full and waited.
     pub backpressure_waits: u64,
+    /// Connections lost.
     pub disconnects: u64,
+    /// Connections re-established.
     pub reconnects: u64,
     /// The server's `pg_notification_queue_usage()` (0.0–1.0) when last sampled.
     pub queue_usage: Option<f64>,
+    /// Queue usage samples taken.
     pub queue_samples: u64,
+    /// Queue usage samples that failed.
     pub queue_sample_errors: u64,
     /// `listener.queue_saturated` / `listener.queue_recovered` notices emitted.
     pub queue_notices: u64,
     /// Notices held back by damping.
     pub queue_notices_suppressed: u64,
+    /// The last connection or query error, password removed.
     pub last_error: Option<String>,
 }
 
@@ -177,7 +193,7 @@ pub(crate) struct ForwarderCounters {
 }
 
 impl ForwarderCounters {
-    pub fn set_last_error(&self, error: impl Into<String>) {
+    pub(crate) fn set_last_error(&self, error: impl Into<String>) {
         *self
             .last_error
             .lock()
@@ -189,11 +205,15 @@ impl ForwarderCounters {
 /// queued (see the queue's own stats: sent, dropped, rejected), in flight, `sent`, or `lost`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwarderStats {
+    /// The forwarder's id.
     pub id: u64,
+    /// The server, without the password.
     pub target: String,
     /// The PostgreSQL channel it NOTIFYs.
     pub channel: String,
+    /// Whether its connection is up.
     pub connected: bool,
+    /// Whether it has been stopped.
     pub stopped: bool,
     /// Events the server accepted (their NOTIFY committed).
     pub sent: u64,
@@ -201,15 +221,21 @@ pub struct ForwarderStats {
     pub lost: u64,
     /// Events refused for size before they were queued.
     pub too_large: u64,
+    /// Batches NOTIFY failed on.
     pub failed_batches: u64,
+    /// Connections re-established.
     pub reconnects: u64,
     /// Events taken from the queue and not yet committed.
     pub in_flight: usize,
     /// Events waiting in the queue.
     pub queued: usize,
+    /// Capacity of its queue.
     pub queue_capacity: usize,
+    /// Events its queue's `drop` policy discarded.
     pub queue_dropped: u64,
+    /// Events its queue refused.
     pub queue_rejected: u64,
+    /// The last connection or query error, password removed.
     pub last_error: Option<String>,
 }
 

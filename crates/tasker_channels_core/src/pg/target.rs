@@ -45,6 +45,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// The name Ruby sees, e.g. `auth`.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::InvalidUrl => "invalid_url",
@@ -60,6 +61,7 @@ impl FailureKind {
 /// A PostgreSQL failure with the target it concerns and, for server errors, the SQLSTATE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
+    /// Which way it failed.
     pub kind: FailureKind,
     /// The server as [`Target::describe`] names it (or the redacted URL when it did not parse).
     pub target: String,
@@ -174,6 +176,7 @@ impl Target {
         &self.description
     }
 
+    /// The host, or socket directory, connected to.
     pub fn host(&self) -> &str {
         &self.host
     }

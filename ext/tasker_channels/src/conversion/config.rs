@@ -4,7 +4,7 @@
 //! Hash shape of `Config#channels`. It must never read, merge or validate configuration.
 
 use magnus::{prelude::*, Error, RHash, Ruby, Value};
-use tasker_channels_core::config::ChannelSpec;
+use tasker_channels_core::ChannelSpec;
 
 /// One entry of `Config#channels`.
 pub fn channel_to_ruby(ruby: &Ruby, spec: &ChannelSpec) -> Result<RHash, Error> {

@@ -14,8 +14,7 @@ use magnus::{
     prelude::*, value::Lazy, Error, RClass, RHash, RModule, RString, Ruby, Symbol, Value,
 };
 use rb_sys::VALUE;
-use tasker_channels_core::event::EventSource;
-use tasker_channels_core::payload::Payload;
+use tasker_channels_core::{EventSource, Payload};
 
 static EVENT_CLASS: Lazy<RClass> = Lazy::new(|ruby| {
     let channels: RModule = ruby

@@ -12,7 +12,8 @@ use magnus::{
     prelude::*, value::ReprValue, Error, Float, Integer, RArray, RHash, RString, Ruby, Symbol,
     Time, Value,
 };
-use tasker_channels_core::payload::{Key, Payload, Timestamp, UtcOffset, MAX_DEPTH};
+use tasker_channels_core::payload::MAX_DEPTH;
+use tasker_channels_core::{Key, Payload, Timestamp, UtcOffset};
 
 /// What went wrong converting a payload, with where it went wrong.
 struct Problem {

@@ -5,9 +5,8 @@
 //! must never compute a number itself: each value is read from a core snapshot as it is.
 
 use magnus::{Error, IntoValue, RHash, Ruby, Value};
-use tasker_channels_core::event_bus::EventStats;
-use tasker_channels_core::metrics::ChannelStats;
 use tasker_channels_core::pg::stats::{ForwarderStats, ListenerStats};
+use tasker_channels_core::{ChannelStats, EventStats};
 
 /// `Runtime#_event_stats`: the bus's counts, and how many subscriptions the runtime holds.
 pub fn event_stats_to_ruby(

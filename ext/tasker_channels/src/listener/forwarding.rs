@@ -8,14 +8,12 @@
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use magnus::{function, method, prelude::*, Error, RHash, RModule, Ruby, Symbol, Value};
-use tasker_channels_core::channel::SendOutcome;
-use tasker_channels_core::event::{EventSource, Message};
 use tasker_channels_core::event_bus::PUBLISHER_CHANNEL;
-use tasker_channels_core::payload::Payload;
 use tasker_channels_core::pg::envelope;
 use tasker_channels_core::pg::stats::ForwarderStats;
-use tasker_channels_core::pg::{ForwardOptions, Forwarder};
-use tasker_channels_core::policy::OverflowPolicy;
+use tasker_channels_core::{
+    EventSource, ForwardOptions, Forwarder, Message, OverflowPolicy, Payload, SendOutcome,
+};
 
 use super::wait;
 use crate::conversion;
