@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use concurrent_queue::{ConcurrentQueue, PushError};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use event_listener::{Event, Listener};
-use tasker_channels_core::{ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy};
+use tasker_channels_core::{ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy, RecvWait};
 
 const CAPACITY: usize = 1024;
 const MESSAGES: u64 = 200_000;
@@ -55,7 +55,7 @@ impl Pipe for Monitored {
             name: "bench.channel".into(),
             component: "bench".into(),
             capacity,
-            policy: OverflowPolicy::Block,
+            overflow: OverflowPolicy::Block,
             send_timeout: None,
         };
         let channel = MonitoredChannel::from_info(info, &Monitor::new(0.8, Duration::ZERO));
@@ -71,7 +71,7 @@ impl Pipe for Monitored {
     }
 
     fn recv(rx: &mut Self::Rx) -> u64 {
-        rx.recv(None, None).expect("open channel")
+        rx.recv(RecvWait::forever()).expect("open channel")
     }
 }
 

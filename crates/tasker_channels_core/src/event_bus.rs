@@ -15,7 +15,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::channel::{MonitoredChannel, RecvError, SendError, SendOutcome, SendWait, WeakChannel};
+use crate::channel::{
+    MonitoredChannel, RecvError, RecvWait, SendError, SendErrorKind, SendOutcome, SendWait,
+    WeakChannel,
+};
 use crate::config::Config;
 use crate::event::{validate_name, Event, EventRef, EventSource, InvalidEventName, Message};
 use crate::fork;
@@ -24,7 +27,7 @@ use crate::monitor::{Monitor, MonitorEvent, MonitorHook};
 use crate::payload::Payload;
 use crate::policy::OverflowPolicy;
 use crate::registry::ChannelRegistry;
-use crate::wait::{block_on, Interrupt, WaitStopped};
+use crate::wait::WaitStopped;
 
 /// Where Ruby publishes: full means `Tasker::Backpressure`.
 pub const FFI_CHANNEL: &str = "shared.ffi";
@@ -143,7 +146,7 @@ impl MonitorHook for NoticeState {
         };
         // Never wait here: the thread that triggered the notice is in the middle of a send.
         let message = Message::Event(Box::new(event));
-        let sent = if publisher.policy() == OverflowPolicy::Block {
+        let sent = if publisher.overflow() == OverflowPolicy::Block {
             publisher.send_with(message, SendWait::until(Instant::now()))
         } else {
             publisher.send(message)
@@ -161,7 +164,7 @@ fn notice_payload(notice: &MonitorEvent) -> Payload {
         ("component", Payload::from(channel.component.as_str())),
         ("capacity", Payload::from(channel.capacity)),
         ("length", Payload::from(notice.length())),
-        ("policy", Payload::from(channel.policy.as_str())),
+        ("policy", Payload::from(channel.overflow.as_str())),
     ];
     match notice {
         MonitorEvent::Saturated {
@@ -349,10 +352,11 @@ impl EventBus {
             }
             // shared.ffi is configured "error" by default; should someone configure it
             // "drop", the publisher is still told.
-            SendOutcome::Dropped => Err(SendError::Full {
-                msg: Message::Value(Payload::Nil),
-                channel: Arc::clone(self.ffi.info()),
-            }),
+            SendOutcome::Dropped => Err(SendError::new(
+                SendErrorKind::Full,
+                Message::Value(Payload::Nil),
+                self.ffi.info(),
+            )),
         }
     }
 
@@ -433,7 +437,7 @@ impl EventBus {
         }
     }
 
-    /// Waits (until `deadline`, unless interrupted) for events on the dispatch side — given
+    /// Waits (as long as `wait` allows) for events on the dispatch side — given
     /// back events first, then `shared.ffi` and `worker.in_process_events` in alternation —
     /// and appends up to `max` of them to `batch`. `Err(Closed)` once the bus is closed and
     /// everything accepted has been taken.
@@ -441,8 +445,7 @@ impl EventBus {
         &self,
         batch: &mut Vec<Message>,
         max: usize,
-        deadline: Option<Instant>,
-        interrupt: Option<&Interrupt>,
+        wait: RecvWait<'_>,
     ) -> Result<usize, RecvError> {
         loop {
             let notified = self.dispatch.doorbell.notified();
@@ -460,7 +463,7 @@ impl EventBus {
             if self.dispatch_side_finished() {
                 return Err(RecvError::Closed);
             }
-            match block_on(notified, deadline, interrupt) {
+            match wait.block_on(notified) {
                 Ok(()) => {}
                 Err(WaitStopped::TimedOut) => {
                     let taken = self.take_ready(batch, max);
@@ -476,14 +479,9 @@ impl EventBus {
     }
 
     /// [`next_batch_into`](Self::next_batch_into) into a new `Vec`.
-    pub fn next_batch(
-        &self,
-        max: usize,
-        deadline: Option<Instant>,
-        interrupt: Option<&Interrupt>,
-    ) -> Result<Vec<Message>, RecvError> {
+    pub fn next_batch(&self, max: usize, wait: RecvWait<'_>) -> Result<Vec<Message>, RecvError> {
         let mut batch = Vec::new();
-        self.next_batch_into(&mut batch, max, deadline, interrupt)?;
+        self.next_batch_into(&mut batch, max, wait)?;
         Ok(batch)
     }
 
@@ -819,7 +817,7 @@ event_queue_buffer_size = 2
         let mut taken = Vec::new();
         while taken.len() < expected {
             let deadline = Instant::now() + Duration::from_secs(10);
-            match bus.next_batch(16, Some(deadline), None) {
+            match bus.next_batch(16, RecvWait::until(deadline)) {
                 Ok(batch) => taken.extend(
                     events(batch)
                         .into_iter()
@@ -882,7 +880,10 @@ event_queue_buffer_size = 2
         let events = take_all(&bus, 2);
         assert_eq!(events.len(), 2);
         let deadline = Some(Instant::now() + Duration::from_secs(10));
-        assert_eq!(bus.next_batch(16, deadline, None), Err(RecvError::Closed));
+        assert_eq!(
+            bus.next_batch(16, RecvWait::deadline(deadline)),
+            Err(RecvError::Closed)
+        );
         // Taken is not delivered: drained only once the dispatcher says so.
         assert!(!bus.is_drained());
         bus.record_delivery(2, 0, 0);
@@ -923,7 +924,7 @@ event_queue_buffer_size = 2
         }
         let mut notices = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(500);
-        while let Ok(batch) = bus.next_batch(16, Some(deadline), None) {
+        while let Ok(batch) = bus.next_batch(16, RecvWait::until(deadline)) {
             if batch.is_empty() {
                 break;
             }
@@ -974,7 +975,7 @@ event_queue_buffer_size = 2
         assert_eq!(bus.publish_ref(held, SendWait::policy()).unwrap(), held.id);
         assert_eq!(bus.ffi().len(), 1);
         let deadline = Some(Instant::now() + Duration::from_secs(5));
-        let batch = bus.next_batch(16, deadline, None).unwrap();
+        let batch = bus.next_batch(16, RecvWait::deadline(deadline)).unwrap();
         assert_eq!(batch, vec![Message::Ref(held)]);
         assert_eq!(bus.stats().published, 1);
     }
@@ -989,7 +990,7 @@ event_queue_buffer_size = 2
                 let mut seen = Vec::new();
                 while seen.len() < 2 {
                     let deadline = Some(Instant::now() + Duration::from_secs(10));
-                    seen.extend(bus.next_batch(16, deadline, None).unwrap());
+                    seen.extend(bus.next_batch(16, RecvWait::deadline(deadline)).unwrap());
                 }
                 seen
             })
@@ -1015,7 +1016,7 @@ event_queue_buffer_size = 2
             publish(&bus, seq).unwrap();
         }
         let deadline = Some(Instant::now() + Duration::from_secs(5));
-        let mut batch = bus.next_batch(3, deadline, None).unwrap();
+        let mut batch = bus.next_batch(3, RecvWait::deadline(deadline)).unwrap();
         assert_eq!(batch.len(), 3);
         // The first was delivered; the other two go back ahead of the fourth.
         batch.remove(0);
@@ -1036,7 +1037,7 @@ event_queue_buffer_size = 2
         let bus = EventBus::start(&config);
         let waiter = {
             let bus = Arc::clone(&bus);
-            std::thread::spawn(move || bus.next_batch(16, None, None))
+            std::thread::spawn(move || bus.next_batch(16, RecvWait::forever()))
         };
         std::thread::sleep(Duration::from_millis(20));
         bus.close_intake();

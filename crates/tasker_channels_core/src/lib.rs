@@ -6,7 +6,8 @@
 //! This crate knows nothing of Ruby; the `tasker_channels` extension is a thin binding over it.
 //!
 //! ```
-//! use tasker_channels_core::{Config, EventBus, LoadOptions, Message, Payload};
+//! use std::time::{Duration, Instant};
+//! use tasker_channels_core::{Config, EventBus, LoadOptions, Message, Payload, RecvWait};
 //!
 //! let options = LoadOptions { environment: Some("test".into()), ..LoadOptions::default() };
 //! let config = Config::load(&options).expect("the shipped config is valid");
@@ -15,7 +16,7 @@
 //!     .emit("orchestration.tick", Payload::symbol_hash([("n", Payload::Int(1))]))
 //!     .expect("an empty buffer has room");
 //! let batch = bus
-//!     .next_batch(16, Some(std::time::Instant::now() + std::time::Duration::from_secs(5)), None)
+//!     .next_batch(16, RecvWait::until(Instant::now() + Duration::from_secs(5)))
 //!     .unwrap();
 //! let Message::Event(event) = &batch[0] else { panic!("Rust events travel whole") };
 //! assert_eq!(event.id, id);
@@ -27,6 +28,7 @@
 
 pub(crate) mod block_queue;
 pub mod channel;
+mod channel_info;
 pub mod config;
 pub mod event;
 pub mod event_bus;
@@ -42,8 +44,8 @@ pub mod registry;
 pub mod wait;
 
 pub use channel::{
-    ChannelInfo, MonitoredChannel, RecvError, SendError, SendErrorKind, SendOutcome, SendProgress,
-    SendWait, WeakChannel,
+    ChannelInfo, MonitoredChannel, RecvError, RecvWait, SendError, SendErrorKind, SendOutcome,
+    SendProgress, SendWait, WeakChannel,
 };
 pub use config::{ChannelSpec, Config, ConfigErrors, ConfigProblem, LoadOptions};
 pub use event::{Event, EventRef, EventSource, InvalidEventName, Message};

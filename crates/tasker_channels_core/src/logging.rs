@@ -11,7 +11,6 @@
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -25,9 +24,9 @@ use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{reload, Layer, Registry};
 
-use crate::channel::RecvError;
+use crate::channel::{RecvError, RecvWait};
 use crate::metrics::{MetricKind, PrometheusText};
-use crate::wait::{block_on, Interrupt, WaitStopped};
+use crate::wait::WaitStopped;
 
 /// The variable holding the log filter, e.g. `TASKER_LOG=info` or
 /// `TASKER_LOG=tasker_channels_core=debug`.
@@ -124,23 +123,17 @@ impl LogQueue {
         }
     }
 
-    /// Takes up to `max` records, waiting for the first until `deadline` (`None`: as long as
-    /// it takes) or until `interrupt` is triggered. After [`close`](Self::close) it returns
-    /// what is left, then [`RecvError::Closed`]. One reader at a time.
-    pub fn recv_batch(
-        &self,
-        max: usize,
-        deadline: Option<Instant>,
-        interrupt: Option<&Interrupt>,
-    ) -> Result<Vec<LogRecord>, RecvError> {
+    /// Takes up to `max` records, waiting for the first as long as `wait` allows. After
+    /// [`close`](Self::close) it returns what is left, then [`RecvError::Closed`]. One
+    /// reader at a time.
+    pub fn recv_batch(&self, max: usize, wait: RecvWait<'_>) -> Result<Vec<LogRecord>, RecvError> {
         let mut receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
-        let first =
-            block_on(self.next(&mut receiver), deadline, interrupt).map_err(
-                |stopped| match stopped {
-                    WaitStopped::TimedOut => RecvError::TimedOut,
-                    WaitStopped::Interrupted => RecvError::Interrupted,
-                },
-            )?;
+        let first = wait
+            .block_on(self.next(&mut receiver))
+            .map_err(|stopped| match stopped {
+                WaitStopped::TimedOut => RecvError::TimedOut,
+                WaitStopped::Interrupted => RecvError::Interrupted,
+            })?;
         let Some(first) = first else {
             return Err(RecvError::Closed);
         };
@@ -529,7 +522,8 @@ fn write_stats(out: &mut PrometheusText, stats: &LogStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::wait::Interrupt;
+    use std::time::{Duration, Instant};
 
     /// An in-memory stand-in for stderr.
     #[derive(Clone, Default)]
@@ -567,7 +561,7 @@ mod tests {
     }
 
     fn take_all(queue: &LogQueue) -> Vec<LogRecord> {
-        match queue.recv_batch(usize::MAX, Some(Instant::now()), None) {
+        match queue.recv_batch(usize::MAX, RecvWait::until(Instant::now())) {
             Ok(batch) => batch,
             Err(RecvError::TimedOut) => Vec::new(),
             Err(other) => panic!("unexpected {other:?}"),
@@ -624,7 +618,7 @@ mod tests {
             assert_eq!(records[1].level, Level::ERROR);
             // Closed by the switch back: the reader sees the end once it took everything.
             assert_eq!(
-                queue.recv_batch(8, None, None).unwrap_err(),
+                queue.recv_batch(8, RecvWait::forever()).unwrap_err(),
                 RecvError::Closed
             );
         });
@@ -686,7 +680,7 @@ mod tests {
             assert!(first.is_closed() && !second.is_closed());
             assert_eq!(take_all(&first).len(), 1);
             assert_eq!(
-                first.recv_batch(1, None, None).unwrap_err(),
+                first.recv_batch(1, RecvWait::forever()).unwrap_err(),
                 RecvError::Closed
             );
             assert_eq!(take_all(&second).len(), 1);
@@ -698,13 +692,15 @@ mod tests {
         let queue = LogQueue::new(4);
         let soon = Instant::now() + Duration::from_millis(10);
         assert_eq!(
-            queue.recv_batch(4, Some(soon), None).unwrap_err(),
+            queue.recv_batch(4, RecvWait::until(soon)).unwrap_err(),
             RecvError::TimedOut
         );
         let interrupt = Interrupt::new();
         interrupt.trigger();
         assert_eq!(
-            queue.recv_batch(4, None, Some(&interrupt)).unwrap_err(),
+            queue
+                .recv_batch(4, RecvWait::forever().interruptible(&interrupt))
+                .unwrap_err(),
             RecvError::Interrupted
         );
 
@@ -712,7 +708,7 @@ mod tests {
             let queue = Arc::clone(&queue);
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
-                while let Ok(batch) = queue.recv_batch(4, None, None) {
+                while let Ok(batch) = queue.recv_batch(4, RecvWait::forever()) {
                     seen.extend(batch.into_iter().map(|record| record.message));
                 }
                 seen

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::channel::ChannelInfo;
+use crate::channel_info::ChannelInfo;
 use crate::metrics::{usage_percent, CacheLine};
 
 /// How far (as a fraction of capacity) usage must fall below the threshold to re-arm.
@@ -532,13 +532,11 @@ mod tests {
     use std::sync::Mutex;
 
     fn info(capacity: usize) -> Arc<ChannelInfo> {
-        Arc::new(ChannelInfo {
-            name: "worker.command_processor".into(),
-            component: "worker".into(),
+        Arc::new(ChannelInfo::for_tests(
+            OverflowPolicy::Block,
             capacity,
-            policy: OverflowPolicy::Block,
-            send_timeout: None,
-        })
+            None,
+        ))
     }
 
     fn recording_monitor(threshold: f64) -> (Monitor, Arc<Mutex<Vec<MonitorEvent>>>) {

@@ -172,7 +172,7 @@ mod tests {
         for spec in &specs {
             let channel = registry.get(&spec.name).unwrap();
             assert_eq!(channel.capacity(), spec.capacity);
-            assert_eq!(channel.policy(), spec.overflow);
+            assert_eq!(channel.overflow(), spec.overflow);
             assert_eq!(channel.component(), spec.component);
             assert_eq!(channel.send_timeout(), spec.send_timeout);
         }
@@ -244,7 +244,7 @@ mod tests {
         for spec in config.channels() {
             let channel = registry.channel(&spec.name).unwrap();
             assert_eq!(channel.capacity(), spec.capacity);
-            assert_eq!(channel.policy(), spec.overflow);
+            assert_eq!(channel.overflow(), spec.overflow);
         }
     }
 

@@ -5,25 +5,20 @@ use std::thread;
 use std::time::Duration;
 
 use tasker_channels_core::{
-    ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy, RecvError, SendErrorKind, SendOutcome,
+    ChannelInfo, Monitor, MonitoredChannel, OverflowPolicy, RecvError, RecvWait, SendErrorKind,
+    SendOutcome,
 };
 
 const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 20_000;
 
 fn channel(
-    policy: OverflowPolicy,
+    overflow: OverflowPolicy,
     capacity: usize,
     send_timeout: Option<Duration>,
 ) -> MonitoredChannel<u64> {
     MonitoredChannel::from_info(
-        ChannelInfo {
-            name: "worker.command_processor".into(),
-            component: "worker".into(),
-            capacity,
-            policy,
-            send_timeout,
-        },
+        ChannelInfo::for_tests(overflow, capacity, send_timeout),
         &Monitor::new(0.8, Duration::ZERO),
     )
 }
@@ -43,7 +38,7 @@ fn run(ch: &MonitoredChannel<u64>) -> (Tally, Vec<u64>) {
         thread::spawn(move || {
             let mut got = Vec::new();
             loop {
-                match ch.recv_batch(64, None, None) {
+                match ch.recv_batch(64, RecvWait::forever()) {
                     Ok(batch) => got.extend(batch),
                     Err(RecvError::Closed) => return got,
                     Err(other) => panic!("unexpected {other}"),
@@ -156,7 +151,7 @@ fn many_receivers_share_the_work_without_loss() {
         .map(|_| {
             let (ch, total) = (ch.clone(), Arc::clone(&total));
             thread::spawn(move || {
-                while let Ok(n) = ch.recv(None, None) {
+                while let Ok(n) = ch.recv(RecvWait::forever()) {
                     total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
             })

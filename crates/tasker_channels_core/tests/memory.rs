@@ -74,7 +74,7 @@ fn channel(name: &str, capacity: usize, policy: OverflowPolicy) -> MonitoredChan
             name: name.into(),
             component: "worker".into(),
             capacity,
-            policy,
+            overflow: policy,
             send_timeout: None,
         },
         &Monitor::new(0.8, std::time::Duration::ZERO),

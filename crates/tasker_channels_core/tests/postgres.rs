@@ -14,7 +14,7 @@ use tasker_channels_core::pg::relay;
 use tasker_channels_core::pg::FailureKind;
 use tasker_channels_core::{
     Config, Event, EventBus, EventSource, ForwardOptions, Forwarder, Key, ListenError, Listener,
-    ListenerOptions, LoadOptions, Message, Payload,
+    ListenerOptions, LoadOptions, Message, Payload, RecvWait,
 };
 
 macro_rules! cluster_or_skip {
@@ -85,9 +85,10 @@ fn collect_until(
             events.len(),
             events.last().map(|e| (&e.name, &e.payload))
         );
-        if let Ok(batch) =
-            bus.next_batch(512, Some(Instant::now() + Duration::from_millis(50)), None)
-        {
+        if let Ok(batch) = bus.next_batch(
+            512,
+            RecvWait::until(Instant::now() + Duration::from_millis(50)),
+        ) {
             // This test is the dispatcher: it accounts for what it took.
             bus.record_delivery(batch.len() as u64, 0, 0);
             // Monitor notices (channel.saturated, ...) are not what these tests count.

@@ -79,7 +79,7 @@ impl RbChannel {
     }
 
     fn policy(&self) -> &'static str {
-        self.channel().policy().as_str()
+        self.channel().overflow().as_str()
     }
 
     /// Closing a bus channel would silently refuse every later publish: only the runtime's
@@ -100,7 +100,7 @@ impl RbChannel {
             rb_self.refuse_bus_channel(ruby, "push")?;
             let message = Message::Value(conversion::payload::from_ruby(ruby, value, "value")?);
             let channel = rb_self.channel();
-            if channel.policy() != OverflowPolicy::Block {
+            if channel.overflow() != OverflowPolicy::Block {
                 return channel
                     .send(message)
                     .map(|outcome| outcome == SendOutcome::Sent)
@@ -116,9 +116,7 @@ impl RbChannel {
             rb_self.refuse_bus_channel(ruby, "pop")?;
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let channel = rb_self.channel();
-            match waiting::receive(deadline, |deadline, interrupt| {
-                channel.recv(deadline, interrupt)
-            })? {
+            match waiting::receive(deadline, |wait| channel.recv(wait))? {
                 Received::Got(message) => Ok(popped_to_ruby(ruby, message)),
                 Received::TimedOut | Received::Closed => Ok(ruby.qnil().as_value()),
             }

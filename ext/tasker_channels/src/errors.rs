@@ -225,7 +225,7 @@ pub fn send_error_to_ruby<T>(ruby: &Ruby, error: &SendError<T>) -> Error {
             &backpressure_message(error),
             &channel.name,
             channel.capacity,
-            channel.policy.as_str(),
+            channel.overflow.as_str(),
         ),
         SendErrorKind::Interrupted => {
             closed_error(ruby, format!("send to {} was interrupted", channel.name))

@@ -96,9 +96,7 @@ impl RbLogQueue {
         guard(|| {
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let queue = &rb_self.0;
-            let received = waiting::receive(deadline, |deadline, interrupt| {
-                queue.recv_batch(BATCH_SIZE, deadline, interrupt)
-            })?;
+            let received = waiting::receive(deadline, |wait| queue.recv_batch(BATCH_SIZE, wait))?;
             let batch = match received {
                 Received::Got(batch) => batch,
                 Received::TimedOut => return Ok(ruby.ary_new().as_value()),

@@ -85,7 +85,7 @@ impl FullBuffer {
         Parts {
             message: interned(&backpressure_message(refused)),
             channel: interned(&channel.name),
-            policy: interned(channel.policy.as_str()),
+            policy: interned(channel.overflow.as_str()),
             capacity: channel.capacity,
         }
     }

@@ -297,7 +297,7 @@ impl Runtime {
                     ),
                     ffi.name(),
                     ffi.capacity(),
-                    ffi.policy().as_str(),
+                    ffi.overflow().as_str(),
                 ));
             };
             let event = EventRef {
@@ -362,9 +362,7 @@ impl Runtime {
             let state = rb_self.state(ruby)?;
             let deadline = deadline_from_seconds(ruby, "timeout:", timeout)?;
             let bus = state.handle.bus();
-            match waiting::receive(deadline, |deadline, interrupt| {
-                bus.next_batch(BATCH_SIZE, deadline, interrupt)
-            })? {
+            match waiting::receive(deadline, |wait| bus.next_batch(BATCH_SIZE, wait))? {
                 Received::Got(batch) => {
                     let delivered =
                         dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
@@ -384,9 +382,7 @@ impl Runtime {
             loop {
                 // Looked up each round: after a fork this thread serves the child's new bus.
                 let bus = state.handle.bus();
-                match waiting::receive(None, |deadline, interrupt| {
-                    bus.next_batch(BATCH_SIZE, deadline, interrupt)
-                })? {
+                match waiting::receive(None, |wait| bus.next_batch(BATCH_SIZE, wait))? {
                     Received::Got(batch) => {
                         dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
                     }
@@ -439,7 +435,7 @@ impl Runtime {
             if bus
                 .registry()
                 .get(PUBLISHER_CHANNEL)
-                .is_some_and(|c| c.policy() == OverflowPolicy::Block)
+                .is_some_and(|c| c.overflow() == OverflowPolicy::Block)
             {
                 return Err(Error::new(
                     ruby.exception_arg_error(),
@@ -614,7 +610,7 @@ fn publish_ref(
     wait_deadline: Option<Instant>,
 ) -> Result<Result<u64, SendError<Message>>, Error> {
     let ffi = bus.ffi();
-    if wait_deadline.is_none() && ffi.policy() != OverflowPolicy::Block {
+    if wait_deadline.is_none() && ffi.overflow() != OverflowPolicy::Block {
         return Ok(bus.publish_ref(event, SendWait::policy()));
     }
     let deadline = wait_deadline.or_else(|| ffi.send_timeout().map(|t| Instant::now() + t));

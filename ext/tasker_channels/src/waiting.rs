@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use magnus::Error;
 use tasker_channels_core::{
-    Interrupt, Message, MonitoredChannel, RecvError, SendError, SendErrorKind, SendProgress,
-    SendWait,
+    Interrupt, Message, MonitoredChannel, RecvError, RecvWait, SendError, SendErrorKind,
+    SendProgress, SendWait,
 };
 
 use crate::gvl::{check_interrupts, slice_deadline, unblocker, without_gvl};
@@ -23,13 +23,13 @@ pub enum Received<T> {
     Closed,
 }
 
-/// Receives with `attempt(deadline, interrupt)` until it yields, the channel is closed and
-/// drained, or `deadline` passes (`None`: wait for as long as it takes).
+/// Receives with `attempt(wait)` until it yields, the channel is closed and drained, or
+/// `deadline` passes (`None`: wait for as long as it takes).
 pub fn receive<T>(
     deadline: Option<Instant>,
-    attempt: impl Fn(Option<Instant>, Option<&Interrupt>) -> Result<T, RecvError>,
+    attempt: impl Fn(RecvWait<'_>) -> Result<T, RecvError>,
 ) -> Result<Received<T>, Error> {
-    match attempt(Some(Instant::now()), None) {
+    match attempt(RecvWait::until(Instant::now())) {
         Ok(taken) => return Ok(Received::Got(taken)),
         Err(RecvError::Closed) => return Ok(Received::Closed),
         Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(Received::TimedOut),
@@ -40,7 +40,7 @@ pub fn receive<T>(
         let slice_end = slice_deadline(deadline);
         interrupt.reset();
         let taken = without_gvl(
-            || attempt(Some(slice_end), Some(&interrupt)),
+            || attempt(RecvWait::until(slice_end).interruptible(&interrupt)),
             unblocker(&interrupt),
         );
         match taken {

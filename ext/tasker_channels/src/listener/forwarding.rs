@@ -126,7 +126,7 @@ impl RbForwarder {
                 })?;
             let queue = rb_self.forwarder.queue();
             let message = Message::Value(Payload::String(text));
-            let outcome = if queue.policy() != OverflowPolicy::Block {
+            let outcome = if queue.overflow() != OverflowPolicy::Block {
                 queue
                     .send(message)
                     .map_err(|refused| send_error_to_ruby(ruby, &refused))?
