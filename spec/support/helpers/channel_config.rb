@@ -9,7 +9,8 @@ require "tmpdir"
 #   rt = channel_runtime("worker.command_processor" => { capacity: 4, overflow: "drop" })
 #   rt.channel("worker.command_processor").capacity # => 4
 module ChannelConfigHelpers
-  # The capacity key of every channel table (docs/design.md §3), by channel name.
+  # The capacity key of every channel table (docs/design.md §3), by channel name, in the order
+  # Config#channels lists them.
   CAPACITY_KEYS = {
     "orchestration.command_processor" => "command_buffer_size",
     "orchestration.event_listeners" => "pgmq_event_buffer_size",
@@ -106,6 +107,19 @@ module ChannelConfigHelpers
 
   def shutdown_channel_runtimes
     (@channel_runtimes || []).each { |runtime| runtime.shutdown(timeout: 5) }
+  end
+end
+
+# A `worker.command_processor` of 8 places that refuses when full, and a push-then-pop through
+# it: for examples about what a value looks like after it has crossed into Rust and back.
+RSpec.shared_context "an 8-place worker channel" do
+  let(:name) { "worker.command_processor" }
+  let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
+  let(:channel) { runtime.channel(name) }
+
+  def round_trip(value)
+    expect(channel.push(value)).to be(true)
+    channel.pop(timeout: 5)
   end
 end
 

@@ -7,13 +7,8 @@ require "tmpdir"
 module ConfigDirHelpers
   CONFIG_VARS = %w[TASKER_ENV TASKER_CONFIG_DIR].freeze
   # Every configured channel, in the order Config#channels lists them (docs/design.md §3).
-  CHANNEL_NAMES = %w[
-    orchestration.command_processor orchestration.event_listeners task_readiness.event_channel
-    worker.command_processor worker.in_process_events shared.event_publisher shared.ffi
-  ].freeze
-
   def channel_names
-    CHANNEL_NAMES
+    ChannelConfigHelpers::CHANNEL_NAMES
   end
 
   # Creates a config dir holding `files` ({"base/mpsc_channels.toml" => "toml text"}), yields

@@ -20,6 +20,14 @@ module RuntimeHelpers
     end
   end
 
+  # Dispatches by hand until `expected` events were delivered (or #eventually gives up);
+  # returns how many were.
+  def dispatch_until(runtime, expected)
+    delivered = 0
+    eventually { (delivered += runtime.dispatch(timeout: 0.05)) >= expected }
+    delivered
+  end
+
   # Busy-loop iterations a Ruby thread completes in `seconds` of wall time.
   def cpu_iterations(seconds)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds

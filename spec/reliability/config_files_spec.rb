@@ -20,13 +20,10 @@ RSpec.describe "Config files that are not regular files" do
 
   around { |example| without_config_env { example.run } }
 
-  # Loads the `test` configuration of `dir` in a fresh Ruby, killing it after `limit` seconds
-  # (a load blocked with the GVL held ignores SIGTERM and SIGINT); returns [what it printed,
-  # exit status or "signal N"]. `how` is `Config.load` or `Runtime.new`.
+  # Loads the `test` configuration of `dir` in a fresh Ruby (see ChildRuby#run_isolated);
+  # returns [what it printed, exit status or "signal N"]. `how` is `Config.load` or `Runtime.new`.
   def load_in_child(dir, how: "Tasker::Channels::Config.load", limit: 10)
-    script = <<~RUBY
-      $LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect})
-      require "tasker_channels"
+    run_isolated(<<~RUBY, limit: limit)
       begin
         #{how}(environment: "test", config_dir: #{dir.inspect})
         puts "loaded"
@@ -34,16 +31,6 @@ RSpec.describe "Config files that are not regular files" do
         puts e.message
       end
     RUBY
-    Open3.popen2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", script) do |stdin, out, waiter|
-      stdin.close
-      reader = Thread.new { out.read }
-      unless waiter.join(limit)
-        Process.kill(:KILL, waiter.pid)
-        waiter.join
-      end
-      status = waiter.value
-      [reader.value, status.exited? ? status.exitstatus : "signal #{status.termsig}"]
-    end
   end
 
   def not_regular(path, what)

@@ -5,19 +5,13 @@ require "timeout"
 RSpec.describe "Event bus: publish and subscribe", :ffi do
   let(:runtime) { build_runtime(dispatch: :manual) }
 
-  def dispatch_all(runtime, expected)
-    delivered = 0
-    eventually { (delivered += runtime.dispatch(timeout: 0.05)) >= expected }
-    delivered
-  end
-
   it "delivers a published event with its id, name, source, time and the published payload itself" do
     seen = []
     runtime.subscribe("step.completed") { |event| seen << event }
     before = Time.now
     payload = { step_id: 1, "tags" => [:a, 1.5, nil, true], meta: { "k" => "v" } }
     id = runtime.publish("step.completed", payload)
-    dispatch_all(runtime, 1)
+    dispatch_until(runtime, 1)
 
     event = seen.fetch(0)
     expect(event).to be_frozen
@@ -33,7 +27,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     seen = []
     runtime.subscribe("order.*") { |event| seen << event.payload[:n] }
     ids = Array.new(20) { |n| runtime.publish("order.test", { n: n }) }
-    dispatch_all(runtime, 20)
+    dispatch_until(runtime, 20)
     expect(ids).to all(be_a(Integer))
     expect(ids).to eq(ids.sort)
     expect(ids.uniq.size).to eq(20)
@@ -44,7 +38,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     seen = []
     runtime.subscribe("plain") { |event| seen << event.payload }
     runtime.publish(:plain)
-    dispatch_all(runtime, 1)
+    dispatch_until(runtime, 1)
     expect(seen).to eq([{}])
   end
 
@@ -95,13 +89,13 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     subscription = runtime.subscribe("shared.pattern") { |event| first << event.id }
     runtime.subscribe("shared.pattern") { |event| second << event.id }
     runtime.publish("shared.pattern")
-    dispatch_all(runtime, 1)
+    dispatch_until(runtime, 1)
 
     expect(subscription.unsubscribe).to be(true)
     expect(subscription.unsubscribe).to be(false)
     expect(subscription).not_to be_active
     runtime.publish("shared.pattern")
-    dispatch_all(runtime, 1)
+    dispatch_until(runtime, 1)
 
     expect(first.size).to eq(1)
     expect(second.size).to eq(2)
@@ -115,7 +109,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
     runtime.subscribe("job.*") { |event| raise "boom #{event.payload[:n]}" if event.payload[:n].odd? }
     runtime.subscribe("job.*") { |event| delivered << event.payload[:n] }
     4.times { |n| runtime.publish("job.run", { n: n }) }
-    dispatch_all(runtime, 4)
+    dispatch_until(runtime, 4)
 
     expect(failures).to eq([["boom 1", "job.run"], ["boom 3", "job.run"]])
     expect(delivered).to eq([0, 1, 2, 3])
@@ -125,7 +119,7 @@ RSpec.describe "Event bus: publish and subscribe", :ffi do
   it "warns on $stderr about a failing handler by default" do
     runtime.subscribe("warn.me") { raise ArgumentError, "bad input" }
     runtime.publish("warn.me")
-    expect { dispatch_all(runtime, 1) }.to output(/warn\.me.*ArgumentError: bad input/).to_stderr
+    expect { dispatch_until(runtime, 1) }.to output(/warn\.me.*ArgumentError: bad input/).to_stderr
   end
 
   it "counts events no subscription matched" do

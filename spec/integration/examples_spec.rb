@@ -6,7 +6,7 @@ require "rbconfig"
 # The example worker spec under examples/ is what the README points users to: it must run,
 # standalone (no spec_helper), and pass.
 RSpec.describe "examples/worker_spec.rb" do
-  let(:root) { File.expand_path("..", __dir__) }
+  let(:root) { ChildRuby::ROOT }
   let(:example_file) { File.join(root, "examples", "worker_spec.rb") }
 
   it "passes when run on its own with rspec" do

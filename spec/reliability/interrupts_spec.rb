@@ -82,7 +82,7 @@ RSpec.describe "Interrupting threads that wait in the extension" do
 
   it "delivers SIGINT to the main thread while it waits in publish(wait:)" do
     script = <<~RUBY
-      $LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect})
+      $LOAD_PATH.unshift(#{ChildRuby::LIB.inspect})
       require "tasker_channels"
       rt = Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual)
       loop { rt.publish("x") rescue break }

@@ -146,27 +146,6 @@ RSpec.describe "GC pressure on payloads crossing the FFI" do
     expect(runtime.shutdown(timeout: 30)).to be(true)
   end
 
-  # Runs `script` in a fresh Ruby with the gem loaded, `input` on its stdin, killing it after
-  # `limit` seconds; returns [stdout and stderr, exit status or "signal N"]. Compaction runs in
-  # a child so that a corrupted heap fails one example instead of the rest of the suite.
-  def run_isolated(script, input: "", limit: 60)
-    prelude = "$LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect})\nrequire 'tasker_channels'\n"
-    Open3.popen2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", prelude + script) do |stdin, out, waiter|
-      writer = Thread.new do
-        stdin.write(input)
-        stdin.close
-      end
-      reader = Thread.new { out.read }
-      unless waiter.join(limit)
-        Process.kill(:KILL, waiter.pid)
-        waiter.join
-      end
-      writer.join
-      status = waiter.value
-      [reader.value, status.exited? ? status.exitstatus : "signal #{status.termsig}"]
-    end
-  end
-
   it "keeps payloads intact with GC.compact between publish, dispatch and rounds" do
     skip "GC.compact is not available on this Ruby" unless GC.respond_to?(:compact)
 

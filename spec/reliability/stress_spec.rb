@@ -1,9 +1,7 @@
 # frozen_string_literal: true
 
-require "fileutils"
 require "json"
 require "open3"
-require "tmpdir"
 
 # How hard the reliability specs push. The normal run uses factor 1 (the whole file stays well
 # under 20 s on 2 cores); `STRESS=1` (see `rake stress`) multiplies every count by
@@ -27,15 +25,12 @@ module StressScale
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end
 
-  # shared.ffi and worker.in_process_events at 8 places each: publishers hit backpressure
-  # constantly and the dispatchers find a full buffer on every wake-up.
-  TINY_BUS = <<~TOML
-    [mpsc_channels.shared.ffi]
-    ruby_event_buffer_size = 8
-
-    [mpsc_channels.worker.in_process_events]
-    broadcast_buffer_size = 8
-  TOML
+  # shared.ffi and worker.in_process_events at 8 places each (ChannelConfigHelpers'
+  # `channels` form): publishers hit backpressure constantly and the dispatchers find a full
+  # buffer on every wake-up. `ffi_settings` adds to shared.ffi's table.
+  def self.tiny_bus(ffi: 8, in_process: 8, **ffi_settings)
+    { "shared.ffi" => { capacity: ffi, **ffi_settings }, "worker.in_process_events" => { capacity: in_process } }
+  end
 
   # Parent: 4 publisher threads publish non-stop into tiny buffers while the main thread
   # forks children one after another. Each child publishes its own events through the
@@ -111,21 +106,6 @@ module StressScale
 end
 
 RSpec.describe "Stress: the bus's promises under load", :stress do
-  def config_dir_with(toml)
-    dir = Dir.mktmpdir("tasker-stress")
-    (@stress_dirs ||= []) << dir
-    path = File.join(dir, "environments", "test", "mpsc_channels.toml")
-    FileUtils.mkdir_p(File.dirname(path))
-    File.write(path, toml)
-    dir
-  end
-
-  after { (@stress_dirs || []).each { |dir| FileUtils.remove_entry(dir, true) } }
-
-  def stats_row(runtime, name)
-    runtime.stats.find { |row| row[:channel] == name }
-  end
-
   # Publishes until accepted, sleeping a little after each Tasker::Backpressure; returns
   # [id, how many times it was refused].
   def publish_until_accepted(runtime, name, payload)
@@ -167,14 +147,13 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
     # refused by validation: it would discard accepted events). Whatever the policy, a
     # publish either returns an id whose event is delivered once, or raises and is counted.
     {
-      "error" => "",
-      "drop" => "overflow = \"drop\"\n",
-      "block" => "overflow = \"block\"\nsend_timeout_ms = 2\n"
+      "error" => {},
+      "drop" => { overflow: "drop" },
+      "block" => { overflow: "block", send_timeout_ms: 2 }
     }.each do |policy, settings|
       it "delivers every accepted event exactly once to jittery handlers on 2 dispatchers (shared.ffi #{policy})" do
-        toml = StressScale::TINY_BUS.sub("ruby_event_buffer_size = 8\n", "\\0#{settings}")
-        runtime = build_runtime(config_dir: config_dir_with(toml))
-        expect(stats_row(runtime, "shared.ffi")).to include(capacity: 8, policy: policy)
+        runtime = channel_runtime(StressScale.tiny_bus(**settings), dispatch: :auto)
+        expect(channel_stats(runtime, "shared.ffi")).to include(capacity: 8, policy: policy)
         delivered = Queue.new
         runtime.subscribe("stress.*") do |event|
           sleep(rand * 0.0005) if rand < 0.2
@@ -201,7 +180,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
         end
 
         expect(runtime.event_stats).to include(published: accepted.size, delivered: accepted.size, handler_errors: 0)
-        ffi = stats_row(runtime, "shared.ffi")
+        ffi = channel_stats(runtime, "shared.ffi")
         # Every refusal is counted (as rejected, or as dropped under "drop"), none is silent.
         expect(ffi).to include(sent: accepted.size, received: accepted.size, length: 0)
         expect(ffi[:rejected] + ffi[:dropped]).to eq(refusals)
@@ -211,12 +190,12 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
                            seconds: (StressScale.now - started).round(2))
         expect(refusals).to be_positive unless policy == "block"
         expect(ffi[:dropped]).to eq(0) unless policy == "drop"
-        expect(stats_row(runtime, "worker.in_process_events")[:dropped]).to eq(0)
+        expect(channel_stats(runtime, "worker.in_process_events")[:dropped]).to eq(0)
       end
     end
 
     it "keeps each publisher's order through one dispatcher thread" do
-      runtime = build_runtime(config_dir: config_dir_with(StressScale::TINY_BUS))
+      runtime = channel_runtime(StressScale.tiny_bus, dispatch: :auto)
       delivered = Queue.new
       runtime.subscribe("stress.*") do |event|
         Thread.pass if rand < 0.3
@@ -234,14 +213,21 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
   end
 
   describe "worker channel overflow under 4 producers and one consumer" do
-    def channel_toml(policy, capacity)
-      "[mpsc_channels.worker.command_processor]\ncommand_buffer_size = #{capacity}\noverflow = \"#{policy}\"\n"
+    # 4 producers push [producer, i] into a 4-place worker.command_processor under `policy`
+    # (yielding now and then so the consumer runs); one consumer pops until told to stop.
+    # Reports the figures; returns [pushes, pushed values by outcome, received values, stats
+    # taken after the consumer stopped, final length, values still queued].
+    def overflow_run(policy)
+      runtime = channel_runtime({ "worker.command_processor" => { capacity: 4, overflow: policy } })
+      channel = runtime.channel("worker.command_processor")
+      per_producer = StressScale.of(2000)
+      pushed, received, stats, length, remaining = overflow_figures(channel, runtime, per_producer)
+      StressScale.report(policy, pushes: 4 * per_producer, sent: stats[:sent], dropped: stats[:dropped],
+                                 received: received.size, final_length: length)
+      [4 * per_producer, pushed, received, stats, length, remaining]
     end
 
-    # 4 producers push [producer, i] (yielding now and then so the consumer runs); one consumer
-    # pops until told to stop. Returns [pushed values by outcome, received values, stats taken
-    # after the consumer stopped, final length, values still queued].
-    def overflow_run(channel, runtime, per_producer)
+    def overflow_figures(channel, runtime, per_producer)
       stop = false
       received = []
       consumer = Thread.new do
@@ -264,7 +250,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
       stop = true
       raise "the consumer hung" unless consumer.join(30)
 
-      stats = stats_row(runtime, channel.name)
+      stats = channel_stats(runtime, channel.name)
       length = channel.size
       remaining = []
       while (value = channel.pop(timeout: 0))
@@ -275,14 +261,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
     end
 
     it "drop: sent == received + dropped + final length, and push's true/false match the counters" do
-      runtime = build_runtime(config_dir: config_dir_with(channel_toml("drop", 4)), dispatch: :manual)
-      channel = runtime.channel("worker.command_processor")
-      per_producer = StressScale.of(2000)
-      pushed, received, stats, length, remaining = overflow_run(channel, runtime, per_producer)
-      StressScale.report("drop", pushes: 4 * per_producer, sent: stats[:sent], dropped: stats[:dropped],
-                                 received: received.size, final_length: length)
-
-      total = 4 * per_producer
+      total, pushed, received, stats, length, remaining = overflow_run("drop")
       expect(pushed[true].size + pushed[false].size).to eq(total)
       expect(pushed[false]).not_to be_empty
       expect(total).to eq(received.size + pushed[false].size + length)
@@ -295,14 +274,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
     end
 
     it "drop_oldest: every push is sent, and sent == received + dropped + final length" do
-      runtime = build_runtime(config_dir: config_dir_with(channel_toml("drop_oldest", 4)), dispatch: :manual)
-      channel = runtime.channel("worker.command_processor")
-      per_producer = StressScale.of(2000)
-      pushed, received, stats, length, remaining = overflow_run(channel, runtime, per_producer)
-      StressScale.report("drop_oldest", pushes: 4 * per_producer, sent: stats[:sent], dropped: stats[:dropped],
-                                        received: received.size, final_length: length)
-
-      total = 4 * per_producer
+      total, pushed, received, stats, length, remaining = overflow_run("drop_oldest")
       expect(pushed[false]).to be_empty
       expect(stats).to include(sent: total, received: received.size, length: length, rejected: 0)
       expect(stats[:dropped]).to be_positive
@@ -330,7 +302,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
         end
       end
       parked = eventually(within: 20) do
-        waiting.all? { |thread| thread.status == "sleep" } && stats_row(runtime, "shared.ffi")[:blocked] >= 8
+        waiting.all? { |thread| thread.status == "sleep" } && channel_stats(runtime, "shared.ffi")[:blocked] >= 8
       end
       expect(parked).to be(true), "the 8 publishers did not all park: #{waiting.map(&:status).inspect}"
       [accepted, waiting]
@@ -381,7 +353,7 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
 
     it "wakes every waiter with Tasker::ClosedError, and delivers everything accepted" do
       StressScale.of(2).times do
-        runtime = build_runtime(config_dir: config_dir_with(StressScale::TINY_BUS))
+        runtime = channel_runtime(StressScale.tiny_bus, dispatch: :auto)
         accepted, outcomes, delivered = finish(runtime, Queue.new, race: false)
         expect(outcomes).to all(be_a(Tasker::ClosedError))
         expect(delivered.sort).to eq(accepted.sort)
@@ -391,9 +363,8 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
     it "gives each waiter an id or Tasker::ClosedError when handlers resume as shutdown begins" do
       # Two places in shared.ffi: room reaches the waiters a couple at a time instead of all
       # at once.
-      toml = StressScale::TINY_BUS.sub("= 8", "= 2").sub("broadcast_buffer_size = 8", "broadcast_buffer_size = 1")
       StressScale.of(5).times do
-        runtime = build_runtime(config_dir: config_dir_with(toml))
+        runtime = channel_runtime(StressScale.tiny_bus(ffi: 2, in_process: 1), dispatch: :auto)
         accepted, outcomes, delivered = finish(runtime, Queue.new, race: true)
         StressScale.report("shutdown with waiters, handlers resuming",
                            accepted_before: accepted.size, waiter_ids: outcomes.grep(Integer).size,
@@ -466,14 +437,13 @@ RSpec.describe "Stress: the bus's promises under load", :stress do
   end
 
   def run_ruby_script(script, *args)
-    prelude = "$LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect}); require 'tasker_channels'\n"
-    Open3.capture3({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", prelude + script, "--", *args)
+    Open3.capture3({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", ChildRuby::PRELUDE + script, "--", *args)
   end
 
   describe "fork under load" do
     it "lets children publish and exit 0 while the parent keeps delivering" do
       children = StressScale.of(8)
-      config_dir = config_dir_with(StressScale::TINY_BUS)
+      config_dir = channel_config_dir(StressScale.tiny_bus)
       out, err, status = run_ruby_script(StressScale::FORK_SCRIPT, config_dir, children.to_s)
       expect(err).to eq("")
       expect(status).to be_success

@@ -4,14 +4,7 @@
 # with its key kinds, deep-frozen; anything else is refused with the right error class and
 # the path to the offending value, and nothing is enqueued.
 RSpec.describe "Payloads through Channel#push and #pop", :ffi do
-  let(:name) { "worker.command_processor" }
-  let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
-  let(:channel) { runtime.channel(name) }
-
-  def round_trip(value)
-    expect(channel.push(value)).to be(true)
-    channel.pop(timeout: 5)
-  end
+  include_context "an 8-place worker channel"
 
   # Fails unless `value` and everything inside it (keys included) is frozen.
   def expect_deep_frozen(value, path = "value")

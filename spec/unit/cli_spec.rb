@@ -184,7 +184,7 @@ end
 RSpec.describe "exe/tasker-channels" do
   include ConfigDirHelpers
 
-  let(:root) { File.expand_path("..", __dir__) }
+  let(:root) { ChildRuby::ROOT }
   let(:exe) { File.join(root, "exe/tasker-channels") }
   # The child must not inherit a developer's TASKER_* settings or RUBYOPT.
   let(:clean_env) { { "TASKER_ENV" => nil, "TASKER_CONFIG_DIR" => nil, "RUBYOPT" => nil } }

@@ -8,23 +8,6 @@ require "rbconfig"
 RSpec.describe "Payload safety" do
   let(:name) { "worker.command_processor" }
 
-  # Runs `script` in a fresh Ruby with the gem loaded, killing it after `limit` seconds;
-  # returns [stdout and stderr, exit status or "signal N"]. A crash then fails one example
-  # instead of taking the rest of the suite down with it.
-  def run_isolated(script, limit: 60)
-    prelude = "$LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect})\nrequire 'tasker_channels'\n"
-    Open3.popen2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", prelude + script) do |stdin, out, waiter|
-      stdin.close
-      reader = Thread.new { out.read }
-      unless waiter.join(limit)
-        Process.kill(:KILL, waiter.pid)
-        waiter.join
-      end
-      status = waiter.value
-      [reader.value, status.exited? ? status.exitstatus : "signal #{status.termsig}"]
-    end
-  end
-
   describe "the empty Symbol" do
     # Regression: an empty Rust string's pointer is dangling (0x1); rebuilding :"" handed it
     # to Ruby, which read it: "[BUG] Segmentation fault at 0x1".
@@ -64,8 +47,7 @@ RSpec.describe "Payload safety" do
   end
 
   describe "String encodings and Hash keys", :ffi do
-    let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
-    let(:channel) { runtime.channel(name) }
+    include_context "an 8-place worker channel"
 
     def expect_refused(value, error_class, message)
       expect { channel.push(value) }.to raise_error(error_class, message)
@@ -119,13 +101,7 @@ RSpec.describe "Payload safety" do
   end
 
   describe "Time values", :ffi do
-    let(:runtime) { channel_runtime({ name => { capacity: 8, overflow: "error" } }) }
-    let(:channel) { runtime.channel(name) }
-
-    def round_trip(value)
-      expect(channel.push(value)).to be(true)
-      channel.pop(timeout: 5)
-    end
+    include_context "an 8-place worker channel"
 
     # The facts a Time keeps through Rust: the instant (to the nanosecond) and its offset.
     def facts(time)

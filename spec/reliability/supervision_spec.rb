@@ -7,11 +7,9 @@ require "tmpdir"
 # Nothing accepted is lost silently: inline dispatch, drain, shutdown where users call it,
 # exit, fork and daemon, and the counters that account for every accepted event.
 RSpec.describe "Supervised delivery and honest shutdown" do
-  let(:lib) { File.expand_path("../lib", __dir__) }
-
   # Runs `script` in a fresh Ruby with the gem loaded; returns [output, status].
   def run_ruby(script, env = {}, preload: true)
-    Open3.capture2e({ "TASKER_ENV" => "test" }.merge(env), RbConfig.ruby, "-I", lib,
+    Open3.capture2e({ "TASKER_ENV" => "test" }.merge(env), RbConfig.ruby, "-I", ChildRuby::LIB,
                     *("-rtasker_channels" if preload), "-e", "$stdout.sync = true\n#{script}")
   end
 

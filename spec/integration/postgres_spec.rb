@@ -4,7 +4,7 @@ require "json"
 require "open3"
 require "socket"
 require "timeout"
-require_relative "support/postgres"
+require_relative "../support/postgres"
 
 # How big the burst examples go: 100,000 in the normal run, 1,000,000 with PG_STRESS=1
 # (`rake stress:postgres`).
@@ -336,9 +336,9 @@ RSpec.describe "PostgreSQL notifications and forwarding", :postgres do
     let(:payload) { { step_id: 1, "label" => :urgent, ratio: 1.0, nested: [{ "k" => nil }, :sym, -1], "" => "" } }
 
     it "delivers to a runtime in another process as remote events with key kinds intact" do
-      receiver = File.expand_path("support/postgres_receiver.rb", __dir__)
-      lib = File.expand_path("../lib", __dir__)
-      Open3.popen3(RbConfig.ruby, "-I", lib, receiver, url, "cross_process", "20") do |stdin, stdout, stderr, wait|
+      receiver = File.expand_path("../support/postgres_receiver.rb", __dir__)
+      command = [RbConfig.ruby, "-I", ChildRuby::LIB, receiver, url, "cross_process", "20"]
+      Open3.popen3(*command) do |stdin, stdout, stderr, wait|
         stdin.close
         expect(Timeout.timeout(30) { stdout.gets }).to eq("ready\n")
         runtime.forward("step.*", to: "cross_process", url: url)

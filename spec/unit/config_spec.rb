@@ -42,17 +42,7 @@ RSpec.describe Tasker::Channels::Config do
 
   let(:base_file) { shipped("base/mpsc_channels.toml") }
 
-  let(:capacity_keys) do
-    {
-      "orchestration.command_processor" => "command_buffer_size",
-      "orchestration.event_listeners" => "pgmq_event_buffer_size",
-      "task_readiness.event_channel" => "buffer_size",
-      "worker.command_processor" => "command_buffer_size",
-      "worker.in_process_events" => "broadcast_buffer_size",
-      "shared.event_publisher" => "event_queue_buffer_size",
-      "shared.ffi" => "ruby_event_buffer_size"
-    }
-  end
+  let(:capacity_keys) { ChannelConfigHelpers::CAPACITY_KEYS }
 
   # docs/design.md §3: base values, with each environment's overrides applied, in capacity_keys order.
   let(:shipped_capacities) do

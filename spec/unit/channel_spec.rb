@@ -343,18 +343,10 @@ RSpec.describe "Tasker::Channels::Channel with Ruby threads" do
       puts ObjectSpace.each_object(Thread).count - before
     RUBY
 
-    out, err, status = Open3.capture3(RbConfig.ruby, "-I", File.expand_path("../lib", __dir__), "-e", script, dir)
+    out, err, status = Open3.capture3(RbConfig.ruby, "-I", ChildRuby::LIB, "-e", script, dir)
 
     expect(status).to be_success, err
     expect(Integer(out)).to eq(0)
-  end
-
-  # Busy-loop iterations this thread completes in `seconds` of wall time.
-  def busy_iterations(seconds)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
-    count = 0
-    count += 1 while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
-    count
   end
 
   it "lets a CPU-bound Ruby thread keep its speed while another thread waits in pop" do
@@ -365,10 +357,10 @@ RSpec.describe "Tasker::Channels::Channel with Ruby threads" do
 
     # Alternating rounds, so a burst of load elsewhere on the machine hits both sides.
     3.times do
-      alone += busy_iterations(0.2)
+      alone += cpu_iterations(0.2)
       waiter = quiet_thread { channel.pop }
       wait_until_parked(waiter)
-      beside_waiter += busy_iterations(0.2)
+      beside_waiter += cpu_iterations(0.2)
       expect(waiter.status).to eq("sleep") # still waiting, in a blocking region (no GVL)
       channel.push(:wake)
       expect(waiter.join(5)&.value).to eq(:wake)

@@ -347,7 +347,7 @@ RSpec.describe "The saturation warning" do
       runtime.shutdown(timeout: 5)
     RUBY
     env = { "TASKER_LOG" => log, "TASKER_ENV" => nil, "TASKER_CONFIG_DIR" => nil }
-    _out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", File.expand_path("../lib", __dir__),
+    _out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", ChildRuby::LIB,
                                        "-e", script, dir, lengths.join(","))
     expect(status).to be_success, err
     err

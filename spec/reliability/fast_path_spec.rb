@@ -11,12 +11,6 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
     Tasker::Channels::Testing.slots_in_use(runtime)
   end
 
-  def drain(runtime, expected)
-    delivered = 0
-    eventually { (delivered += runtime.dispatch(timeout: 0.05)) >= expected }
-    delivered
-  end
-
   describe "the burst promise" do
     it "accepts a burst of shared.ffi's capacity into an idle handler, every time" do
       5.times do
@@ -46,7 +40,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
         .to eq([["channel shared.ffi is full (capacity #{capacity}, policy error): slow down and retry, " \
                  "or raise its capacity in the channel config", "shared.ffi", capacity, "error"]])
       expect(slots(runtime)).to eq(capacity)
-      expect(drain(runtime, capacity)).to eq(capacity)
+      expect(dispatch_until(runtime, capacity)).to eq(capacity)
       expect(slots(runtime)).to eq(0)
     end
   end
@@ -61,7 +55,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       runtime.subscribe("shape.*") { |event| events << event }
       payload = { step_id: 1, nested: { list: [1, 2] } }
       id = runtime.publish("shape.test", payload)
-      drain(runtime, 1)
+      dispatch_until(runtime, 1)
 
       expect(pairs.size).to eq(1)
       name, got = pairs.first
@@ -80,7 +74,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       events = []
       2.times { runtime.subscribe("shared.event") { |event| events << event } }
       runtime.publish("shared.event", {})
-      drain(runtime, 1)
+      dispatch_until(runtime, 1)
       expect(events.size).to eq(2)
       expect(events[0]).to equal(events[1])
     end
@@ -91,7 +85,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       runtime.publish("kw.event", step_id: 7, status: "done")
       runtime.publish("kw.event", step_id: 8, wait: 0.1)
       runtime.publish(:"kw.event")
-      drain(runtime, 3)
+      dispatch_until(runtime, 3)
       expect(got).to eq([{ step_id: 7, status: "done" }, { step_id: 8 }, {}])
       expect { runtime.publish("kw.event", { a: 1 }, b: 2) }.to raise_error(ArgumentError, /not both/)
     end
@@ -103,11 +97,11 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       runtime.subscribe("a.**") { |name, _| seen[:deep] << name }
       runtime.subscribe(/\Aa\.b/) { |name, _| seen[:regexp] << name }
       %w[a.b a.c a.b.c b.a].each { |name| runtime.publish(name) }
-      drain(runtime, 3)
+      dispatch_until(runtime, 3)
       expect(seen).to eq(exact: ["a.b"], star: %w[a.b a.c], deep: %w[a.b a.c a.b.c], regexp: %w[a.b a.b.c])
       exact.unsubscribe
       runtime.publish("a.b")
-      drain(runtime, 1)
+      dispatch_until(runtime, 1)
       expect(seen[:exact]).to eq(["a.b"])
       expect(seen[:star].last).to eq("a.b")
       expect(runtime.event_stats).to include(unmatched: 1)
@@ -119,7 +113,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
         runtime.subscribe("grow.event") { |_n, inner| later << inner[:n] } if payload[:n].zero?
       end
       3.times { |n| runtime.publish("grow.event", { n: n }) }
-      drain(runtime, 3)
+      dispatch_until(runtime, 3)
       expect(later).to eq([1, 2])
     end
   end
@@ -137,7 +131,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
         delivered << payload[:n]
       end
       4.times { |n| runtime.publish("fail.event", { n: n }) }
-      drain(runtime, 4)
+      dispatch_until(runtime, 4)
       expect(errors).to eq([[NotImplementedError, 1], [ArgumentError, 2]])
       expect(delivered).to eq([0, 3])
       expect(runtime.event_stats).to include(delivered: 4, handler_errors: 2)
@@ -154,7 +148,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       5.times { |n| runtime.publish("throw.event", { n: n }) }
       catch(:stop) { runtime.dispatch(timeout: 1) }
       expect(seen).to eq([0, 1])
-      drain(runtime, 3)
+      dispatch_until(runtime, 3)
       expect(seen).to eq([0, 1, 2, 3, 4])
       expect(slots(runtime)).to eq(0)
     end
@@ -194,8 +188,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
         sleep 10
         puts "not reached"
       RUBY
-      lib = File.expand_path("../lib", __dir__)
-      output, status = Open3.capture2e({ "TASKER_ENV" => "test" }, RbConfig.ruby, "-I", lib, "-e", script)
+      output, status = Open3.capture2e({ "TASKER_ENV" => "test" }, RbConfig.ruby, "-I", ChildRuby::LIB, "-e", script)
       expect(status.exitstatus).to eq(3), output
       expect(output.scan(/got (\d)/).flatten).to eq(%w[0 2 3])
       expect(output).not_to include("not reached")
@@ -207,7 +200,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       runtime.subscribe("mutate.event") { |_name, payload| payload[:items] << :added }
       runtime.subscribe("mutate.event") { |_name, payload| second << payload[:items].size }
       3.times { runtime.publish("mutate.event", { items: [] }) }
-      drain(runtime, 3)
+      dispatch_until(runtime, 3)
       expect(second).to eq([1, 1, 1])
       expect(runtime.event_stats).to include(published: 3, delivered: 3, handler_errors: 0)
       expect(slots(runtime)).to eq(0)
@@ -241,7 +234,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       originals.each_slice(20) do |slice|
         slice.each { |payload| runtime.publish("gc.event", payload) }
         GC.compact
-        drain(runtime, slice.size)
+        dispatch_until(runtime, slice.size)
       end
       expect(seen.size).to eq(originals.size)
       seen.zip(originals).each { |got, original| expect(got).to equal(original) }
@@ -256,7 +249,7 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       originals = Array.new(30) { |seed| payload_for(seed) }
       originals.each { |payload| runtime.publish("gc.moved", payload) }
       GC.verify_compaction_references(double_heap: true, toward: :empty)
-      drain(runtime, originals.size)
+      dispatch_until(runtime, originals.size)
       expect(seen).to eq(originals)
       expect(seen.map(&:object_id)).to eq(originals.map(&:object_id))
     end

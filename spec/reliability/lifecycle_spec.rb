@@ -4,8 +4,7 @@ require "open3"
 
 RSpec.describe "Runtime lifecycle: shutdown, exit and fork" do
   def run_ruby(script, env = {})
-    prelude = "$LOAD_PATH.unshift(#{File.expand_path('../lib', __dir__).inspect}); require 'tasker_channels'\n"
-    Open3.capture3({ "TASKER_LOG" => "off" }.merge(env), RbConfig.ruby, "-e", prelude + script)
+    Open3.capture3({ "TASKER_LOG" => "off" }.merge(env), RbConfig.ruby, "-e", ChildRuby::PRELUDE + script)
   end
 
   describe "#shutdown" do

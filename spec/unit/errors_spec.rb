@@ -12,7 +12,7 @@ RSpec.describe "Tasker error hierarchy", :ffi do
   end
 
   it "defines the classes in Ruby; the extension raises those very classes" do
-    errors_file = File.expand_path("../lib/tasker/errors.rb", __dir__)
+    errors_file = File.join(ChildRuby::LIB, "tasker/errors.rb")
     %w[Error Backpressure ConfigError ConfigError::Problem ClosedError].each do |name|
       expect(Tasker.const_source_location(name).first).to eq(errors_file)
     end
@@ -28,8 +28,7 @@ RSpec.describe "Tasker error hierarchy", :ffi do
   end
 
   it "refuses to load the extension before the Ruby classes exist" do
-    lib = File.expand_path("../lib", __dir__)
-    out, status = Open3.capture2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-I", lib, "-e",
+    out, status = Open3.capture2e({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-I", ChildRuby::LIB, "-e",
                                   'require "tasker_channels/tasker_channels"')
     expect(status).not_to be_success
     expect(out).to include("LoadError", "Tasker::Error is not defined", 'require "tasker_channels"')
