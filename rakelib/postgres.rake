@@ -9,15 +9,15 @@ postgres_root = File.expand_path("..", __dir__)
 namespace :spec do
   desc "Run only the PostgreSQL specs (a throwaway cluster, Unix socket only)"
   task postgres: :compile do
-    sh RbConfig.ruby, "-S", "rspec", "spec/postgres_spec.rb", chdir: postgres_root
+    sh RbConfig.ruby, "-S", "rspec", "spec/integration/postgres_spec.rb", chdir: postgres_root
   end
 end
 
 namespace :stress do
   desc "PostgreSQL burst at 1,000,000 notifications into stalled handlers, with its figures"
   task postgres: :compile do
-    sh({ "PG_STRESS" => "1", "STRESS_REPORT" => "1" }, RbConfig.ruby, "-S", "rspec", "spec/postgres_spec.rb",
-       "-e", "stalled burst", chdir: postgres_root)
+    sh({ "PG_STRESS" => "1", "STRESS_REPORT" => "1" }, RbConfig.ruby, "-S", "rspec",
+       "spec/integration/postgres_spec.rb", "-e", "stalled burst", chdir: postgres_root)
   end
 end
 

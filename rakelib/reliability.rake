@@ -46,9 +46,9 @@ module Reliability
   end
 end
 
-desc "Long stress run: STRESS=1 rspec spec/stress_spec.rb (counts x STRESS_SCALE, 10 unless set)"
+desc "Long stress run: STRESS=1 rspec spec/reliability/stress_spec.rb (counts x STRESS_SCALE, 10 unless set)"
 task stress: :compile do
-  sh({ "STRESS" => "1" }, Reliability::RUBY, "-S", "rspec", "spec/stress_spec.rb", chdir: Reliability::ROOT)
+  sh({ "STRESS" => "1" }, Reliability::RUBY, "-S", "rspec", "spec/reliability/stress_spec.rb", chdir: Reliability::ROOT)
 end
 
 desc "Run a publish/dispatch workload (or MEMCHECK_SCRIPT) under valgrind memcheck; fail on invalid reads/writes"
