@@ -24,7 +24,7 @@ RSpec.describe "Interrupting threads that wait in the extension" do
   end
 
   def ffi_blocked
-    runtime.stats.find { |row| row[:channel] == "shared.ffi" }[:blocked]
+    channel_stats(runtime, "shared.ffi")[:blocked]
   end
 
   [
@@ -60,10 +60,10 @@ RSpec.describe "Interrupting threads that wait in the extension" do
 
   it "counts an interrupted publish as rejected and keeps the runtime usable" do
     thread = waiting_publisher
-    rejected = runtime.stats.find { |row| row[:channel] == "shared.ffi" }[:rejected]
+    rejected = channel_stats(runtime, "shared.ffi")[:rejected]
     thread.kill
     thread.join(5)
-    after = runtime.stats.find { |row| row[:channel] == "shared.ffi" }[:rejected]
+    after = channel_stats(runtime, "shared.ffi")[:rejected]
     expect(after).to eq(rejected + 1)
     runtime.subscribe("load.event") { nil }
     expect(runtime.dispatch(timeout: 1)).to be_positive
