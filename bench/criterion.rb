@@ -42,7 +42,7 @@ module Bench
     # Compiles the bench first, so a cold build does not eat the run's timeout. Returns nil
     # when the build succeeded, else what run_cargo would return for the failure.
     def build(log)
-      timeout = Float(ENV.fetch("BENCH_CARGO_BUILD_TIMEOUT", 900))
+      timeout = Settings.seconds("BENCH_CARGO_BUILD_TIMEOUT", 900)
       started = Bench.monotonic
       output, status = capture_with_timeout({}, COMMAND + ["--no-run"], timeout)
       return nil if status.respond_to?(:success?) && status.success?
@@ -54,7 +54,7 @@ module Bench
     def run_cargo(mode, log)
       env = mode == "table" ? { "TASKER_BENCH_TABLE_ONLY" => "1" } : {}
       args = mode == "table" ? COMMAND : COMMAND + SHORT_TIMINGS
-      timeout = Float(ENV.fetch("BENCH_CARGO_TIMEOUT", 300))
+      timeout = Settings.seconds("BENCH_CARGO_TIMEOUT", 300)
       log&.puts "  $ #{env.map { |k, v| "#{k}=#{v} " }.join}#{args.join(' ')}"
       started = Bench.monotonic
       output, status = capture_with_timeout(env, args, timeout)

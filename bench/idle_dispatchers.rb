@@ -33,8 +33,8 @@ module Bench
     end
 
     def run(log: nil)
-      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 20))
-      seconds = Float(ENV.fetch("BENCH_ROUND_SECONDS", 0.2))
+      rounds = Settings.count("BENCH_ROUNDS", 20)
+      seconds = Settings.seconds("BENCH_ROUND_SECONDS", 0.2)
       samples = { iterations: {}, own_cpu: {}, others_cpu: {} }
       samples.each_value { |by_mode| MODES.each { |mode| by_mode[mode] = [] } }
       busy_loop(0.1) # warm-up

@@ -88,7 +88,7 @@ module Bench
     end
 
     def run(log: nil)
-      big = Integer(ENV.fetch("BENCH_STORM", 1_000_000))
+      big = Settings.count("BENCH_STORM", 1_000_000)
       small = big / 10
       storms = { ours_big: ["ours", big], ours_small: ["ours", small], queue_big: ["queue", big] }
       results = storms.transform_values do |(kind, count)|

@@ -62,15 +62,13 @@ module Bench
     end
 
     def refused(events)
-      runtime = Tasker::Channels::Runtime.new(environment: RefusedPublish::ENVIRONMENT, dispatch: :manual)
-      RefusedPublish.fill(runtime)
+      runtime, = RefusedPublish.full_runtime
       payload = { step_id: 1 }
       CallRounds.loop_calls(events) { RefusedPublish.refused(runtime, payload) }
     end
 
     def raise_rescue(events)
-      runtime = Tasker::Channels::Runtime.new(environment: RefusedPublish::ENVIRONMENT, dispatch: :manual)
-      RefusedPublish.fill(runtime)
+      runtime, = RefusedPublish.full_runtime
       message = RefusedPublish.refusal_message(runtime)
       CallRounds.loop_calls(events) { RefusedPublish.raise_and_rescue(message) }
     end

@@ -34,7 +34,7 @@ module Bench
     end
 
     def run(log: nil)
-      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 25))
+      rounds = Settings.count("BENCH_ROUNDS", 25)
       runtime = Bench.runtime(ffi: ROUND * 2, dispatch: :manual)
       runtime.subscribe("**") { |_name, _payload| nil }
       samples = CallRounds.measure(candidates(runtime), rounds: rounds, calls: ROUND)
@@ -89,7 +89,7 @@ module Bench
                 **pair.call(:fresh_hash_publish, :fresh_hash_push),
                 note: "context, no goal; building the Hash included"),
         Row.new(id: "publish_cost.vs_noop", benchmark: "publish vs no-op native call", **pair.call(:publish, :noop),
-                note: "context, no goal (formerly (a), goal <= 3x)")
+                note: "context, no goal (before the fast path its goal was <= 3x)")
       ]
     end
   end

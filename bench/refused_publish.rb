@@ -34,15 +34,20 @@ module Bench
     end
 
     def run(log: nil)
-      rounds = Integer(ENV.fetch("BENCH_ROUNDS", 25))
-      runtime = Tasker::Channels::Runtime.new(environment: ENVIRONMENT, dispatch: :manual)
-      accepted = fill(runtime)
+      rounds = Settings.count("BENCH_ROUNDS", 25)
+      runtime, accepted = full_runtime
       message = refusal_message(runtime)
       samples = CallRounds.measure(candidates(runtime, message), rounds: rounds, calls: ROUND)
       log&.puts "  shared.ffi filled with #{accepted} events; #{rounds} rounds of #{ROUND} calls each"
       summarize(samples, rounds, accepted, message)
     ensure
       runtime&.shutdown(timeout: 0)
+    end
+
+    # A manual-mode runtime whose shared.ffi is full; returns it and how many events filled it.
+    def full_runtime
+      runtime = Tasker::Channels::Runtime.new(environment: ENVIRONMENT, dispatch: :manual)
+      [runtime, fill(runtime)]
     end
 
     # Publishes until the first refusal; returns how many were accepted.

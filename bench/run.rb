@@ -3,7 +3,7 @@
 # Runs every benchmark under bench/ in one process (the memory storm spawns its own
 # subprocesses), prints one table — benchmark, ours, baseline, ratio of the medians, ratio of
 # the best-of figures, goal, moonshot, met? — and writes every figure to
-# bench/results/latest.json. `rake bench` runs this after `rake compile`.
+# bench/results/latest.json. `rake bench` runs this after `rake compile:release`.
 #
 #   ruby -Ilib bench/run.rb
 #   BENCH_ONLY=publish_cost,throughput ruby -Ilib bench/run.rb   run a subset, by name

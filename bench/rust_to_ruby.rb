@@ -37,19 +37,11 @@ module Bench
     end
 
     def run(log: nil)
-      events = Integer(ENV.fetch("BENCH_EVENTS", 200_000))
-      runs = Integer(ENV.fetch("BENCH_RUNS", 7))
-      check_capacity
+      events, runs = Settings.end_to_end_sizes
+      Bench.require_capacity("worker.in_process_events", CAPACITY, environment: ENVIRONMENT)
       results = Rates.alternate({ ours: -> { ours(events) }, ruby_producer: -> { baseline(events) } },
                                 runs: runs, log: log)
       summarize(results, events)
-    end
-
-    def check_capacity
-      capacity = Bench.capacity_of(Tasker::Channels::Config.load(environment: ENVIRONMENT), "worker.in_process_events")
-      return if capacity == CAPACITY
-
-      raise "worker.in_process_events holds #{capacity} events in #{ENVIRONMENT}, the baseline's SizedQueue #{CAPACITY}"
     end
 
     def counting_handler(events, done)

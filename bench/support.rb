@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 # Shared helpers for the benchmarks under bench/: the machine description, timing, medians
-# and percentiles, RSS, throwaway config dirs, result rows and the results table.
+# and percentiles, RSS, throwaway config dirs, result rows, the environment knobs and the results table.
 #
 # Every benchmark compares the gem against a baseline measured in the same process (or in a
 # sibling subprocess) during the same run, and reports the ratio: the machines these run on
@@ -113,6 +113,15 @@ module Bench
     config.channels.find { |spec| spec[:name] == channel }.fetch(:capacity)
   end
 
+  # Fails unless `channel` holds `capacity` events in `environment`'s shipped settings: a
+  # baseline's SizedQueue copies that capacity, so both sides hold the same number of events.
+  def require_capacity(channel, capacity, environment:)
+    configured = capacity_of(Tasker::Channels::Config.load(environment: environment), channel)
+    return if configured == capacity
+
+    raise "#{channel} holds #{configured} events in #{environment}, the baseline's SizedQueue #{capacity}"
+  end
+
   # Runs one pass of a manual-mode runtime's dispatch until everything published so far has
   # reached a handler (or `within` seconds pass). Returns the events delivered.
   def drain(runtime, expected_total, within: 30)
@@ -196,6 +205,27 @@ module Bench
 end
 
 module Bench
+  # The knobs the benchmarks read from the environment (docs/benchmarks.md lists them).
+  module Settings
+    module_function
+
+    # A whole number (BENCH_ROUNDS, BENCH_EVENTS, ...), or `default` when unset.
+    def count(name, default)
+      Integer(ENV.fetch(name, default))
+    end
+
+    # A duration in seconds (BENCH_ROUND_SECONDS, ...), or `default` when unset.
+    def seconds(name, default)
+      Float(ENV.fetch(name, default))
+    end
+
+    # The end-to-end benchmarks' sizes: events one run moves (BENCH_EVENTS) and runs of each
+    # variant, alternated (BENCH_RUNS).
+    def end_to_end_sizes
+      [count("BENCH_EVENTS", 200_000), count("BENCH_RUNS", 7)]
+    end
+  end
+
   # The cost per call of small operations, in the calling thread's CPU time
   # (CLOCK_THREAD_CPUTIME_ID): none of them blocks, and on a loaded machine wall time mostly
   # measures the scheduler. Each round runs every candidate once, in a rotating order, from a

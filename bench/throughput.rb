@@ -50,9 +50,8 @@ module Bench
     end
 
     def run(log: nil)
-      events = Integer(ENV.fetch("BENCH_EVENTS", 200_000))
-      runs = Integer(ENV.fetch("BENCH_RUNS", 7))
-      check_capacity
+      events, runs = Settings.end_to_end_sizes
+      Bench.require_capacity("shared.ffi", CAPACITY, environment: ENVIRONMENT)
       summarize(Rates.alternate(variants(events), runs: runs, log: log), events)
     end
 
@@ -64,15 +63,6 @@ module Bench
         event_queue: -> { ThroughputBaseline.event(events) },
         name_payload_wait: -> { ours(events, :name_payload, wait: true) }
       }
-    end
-
-    # The runtimes under test use the shipped production settings; the baselines' SizedQueue
-    # copies shared.ffi's capacity, so both sides hold the same number of events.
-    def check_capacity
-      capacity = Bench.capacity_of(Tasker::Channels::Config.load(environment: ENVIRONMENT), "shared.ffi")
-      return if capacity == CAPACITY
-
-      raise "shared.ffi holds #{capacity} events in #{ENVIRONMENT}, the baselines' SizedQueue #{CAPACITY}"
     end
 
     # A handler of the given shape that counts, and signals when the last event arrives.

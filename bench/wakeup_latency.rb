@@ -27,7 +27,7 @@ module Bench
     end
 
     def run(log: nil)
-      samples = Integer(ENV.fetch("BENCH_SAMPLES", 2_000))
+      samples = Settings.count("BENCH_SAMPLES", 2_000)
       ours = Ours.new
       ruby = RubyQueue.new
       blocks = (samples.to_f / BLOCK).ceil
