@@ -174,9 +174,40 @@ module Tasker
         end
       end
 
+      # What the block matchers share: the runtime they watch and how long they wait for
+      # delivery after the block, both chosen by chaining.
+      module BlockMatcher
+        # The runtime to watch (default: Tasker::Channels.runtime).
+        def on(runtime)
+          @runtime = runtime
+          self
+        end
+
+        # How long to wait for delivery after the block (default: Matchers.drain_timeout).
+        def within(seconds)
+          @timeout = seconds
+          self
+        end
+
+        def supports_block_expectations?
+          true
+        end
+
+        def supports_value_expectations?
+          false
+        end
+
+        private
+
+        def runtime
+          @runtime || Tasker::Channels.runtime
+        end
+      end
+
       # `publish_event(name_or_pattern)`: see Matchers#publish_event.
       class PublishEvent
         include ::RSpec::Matchers::Composable
+        include BlockMatcher
 
         def initialize(pattern)
           unless pattern.is_a?(String) || pattern.is_a?(Symbol) || pattern.is_a?(Regexp)
@@ -225,26 +256,6 @@ module Tasker
         end
         alias time times
 
-        # The runtime to watch (default: Tasker::Channels.runtime).
-        def on(runtime)
-          @runtime = runtime
-          self
-        end
-
-        # How long to wait for delivery after the block (default: Matchers.drain_timeout).
-        def within(seconds)
-          @timeout = seconds
-          self
-        end
-
-        def supports_block_expectations?
-          true
-        end
-
-        def supports_value_expectations?
-          false
-        end
-
         def matches?(block)
           run(block) && count_matches?
         end
@@ -284,10 +295,6 @@ module Tasker
 
           @count = [kind, count]
           self
-        end
-
-        def runtime
-          @runtime || Tasker::Channels.runtime
         end
 
         def run(block)
@@ -359,6 +366,7 @@ module Tasker
       # `have_delivered(n)`: see Matchers#have_delivered.
       class HaveDelivered
         include ::RSpec::Matchers::Composable
+        include BlockMatcher
 
         COUNTS = %i[published emitted delivered unmatched handler_errors].freeze
 
@@ -371,29 +379,11 @@ module Tasker
           @timeout = nil
         end
 
-        def on(runtime)
-          @runtime = runtime
-          self
-        end
-
-        def within(seconds)
-          @timeout = seconds
-          self
-        end
-
         # Reads well after a count: `have_delivered(2).events`.
         def events
           self
         end
         alias event events
-
-        def supports_block_expectations?
-          true
-        end
-
-        def supports_value_expectations?
-          false
-        end
 
         def matches?(block)
           run(block) && (@count.nil? ? delivered.positive? : delivered == @count)
@@ -420,10 +410,6 @@ module Tasker
         end
 
         private
-
-        def runtime
-          @runtime || Tasker::Channels.runtime
-        end
 
         def run(block)
           timeout = @timeout || Matchers.drain_timeout
