@@ -22,7 +22,7 @@ Gem::Specification.new do |spec|
   }
 
   git_files = `git -C #{__dir__.shellescape} ls-files -z 2>/dev/null`.split("\x0")
-  top_level = %w[Cargo.toml Cargo.lock clippy.toml rustfmt.toml LICENSE README.md tasker_channels.gemspec]
+  top_level = %w[Cargo.toml Cargo.lock clippy.toml rustfmt.toml LICENSE README.md CHANGELOG.md tasker_channels.gemspec]
   folders = %w[config/ crates/ ext/ exe/ lib/ sig/]
   # Fuzz targets are a separate cargo workspace for development. Benches stay: the core
   # crate's manifest declares them, and cargo refuses a manifest whose targets are missing.
