@@ -35,6 +35,31 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
 }
 
+/// Which fork a process is and its id: what an object that owns threads needs to tell that
+/// it now lives in a child. [`CurrentProcess`] asks the fork handler and the kernel; tests
+/// put a process of their own in its place to simulate a fork.
+pub trait ProcessIdentity: Send + Sync {
+    /// How many forks separate this process from the first one (see [`generation`]).
+    fn generation(&self) -> u64;
+    /// The process id.
+    fn pid(&self) -> u32;
+}
+
+/// The process this code runs in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CurrentProcess;
+
+impl ProcessIdentity for CurrentProcess {
+    #[inline]
+    fn generation(&self) -> u64 {
+        generation()
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
 struct ProcessRuntime {
     generation: u64,
     runtime: Runtime,
@@ -101,5 +126,7 @@ mod tests {
     #[test]
     fn generation_is_stable_without_fork() {
         assert_eq!(generation(), generation());
+        assert_eq!(CurrentProcess.generation(), generation());
+        assert_eq!(CurrentProcess.pid(), std::process::id());
     }
 }

@@ -3,7 +3,8 @@
 //! Owns turning Ruby calls into bus operations — `publish` (payloads kept by reference in the
 //! slot table, sliced interruptible waits for room), the subscription table, the dispatch
 //! loop that waits without the GVL and runs handlers on its Ruby thread, stats and metrics —
-//! and rebuilding the bus on first use in a forked child. It must never put a Ruby object
+//! and restarting the dispatchers in a forked child whose bus the core's `BusHandle` rebuilt.
+//! It must never put a Ruby object
 //! into the bus, never wait while holding the GVL, and never block in `Drop`.
 
 use std::os::raw::c_int;
@@ -11,17 +12,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
-use arc_swap::{ArcSwap, Guard};
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{
     function, gc, method, prelude::*, typed_data::Obj, DataTypeFunctions, Error, RArray, RHash,
     RModule, RString, Ruby, Symbol, TypedData, Value,
 };
 use rb_sys::VALUE;
+pub(crate) use tasker_channels_core::event_bus::BusHandle;
 use tasker_channels_core::event_bus::PUBLISHER_CHANNEL;
 use tasker_channels_core::{
-    Config, EventBus, EventRef, Message, MonitoredChannel, OverflowPolicy, Pattern, PublishError,
-    SendError, SendWait,
+    EventBus, EventRef, Message, OverflowPolicy, Pattern, PublishError, SendError, SendWait,
 };
 
 use crate::channel::RbChannel;
@@ -41,67 +41,6 @@ use crate::waiting::{self, Received};
 pub const BATCH_SIZE: usize = 256;
 /// The most dispatcher threads one runtime runs (each may hold a batch of slots).
 pub const MAX_DISPATCHERS: usize = 64;
-
-/// The bus of this process, rebuilt from the same config after a fork.
-pub struct BusHandle {
-    config: Arc<Config>,
-    bus: ArcSwap<EventBus>,
-}
-
-impl BusHandle {
-    /// The live bus. In a forked child the parent's bus has no forwarder task here: build a
-    /// fresh one (same config, empty channels) and let the stale one go without joining.
-    /// A shut-down runtime's child stays shut down.
-    pub fn bus(&self) -> Arc<EventBus> {
-        let bus = self.bus.load_full();
-        if !bus.is_stale() {
-            return bus;
-        }
-        self.rebuild(&bus)
-    }
-
-    /// [`bus`](Self::bus) without touching the reference count on the hot path.
-    #[inline]
-    fn current(&self) -> Guard<Arc<EventBus>> {
-        let bus = self.bus.load();
-        if !bus.is_stale() {
-            return bus;
-        }
-        self.rebuild(&bus);
-        self.bus.load()
-    }
-
-    #[cold]
-    fn rebuild(&self, stale: &Arc<EventBus>) -> Arc<EventBus> {
-        let fresh = EventBus::start(&self.config);
-        if stale.is_closed() {
-            fresh.close_intake();
-        }
-        let previous = self.bus.compare_and_swap(stale, Arc::clone(&fresh));
-        if Arc::ptr_eq(&previous, stale) {
-            fresh
-        } else {
-            // Another thread rebuilt first; use its bus.
-            fresh.close_intake();
-            self.bus.load_full()
-        }
-    }
-
-    pub fn channel(&self, name: &str) -> Option<MonitoredChannel<Message>> {
-        self.bus().registry().get(name).cloned()
-    }
-}
-
-impl Drop for BusHandle {
-    /// A runtime Ruby collected without `shutdown`: close the intake so the forwarder task
-    /// finishes and releases the channels. Never blocks; a stale (pre-fork) bus is left alone.
-    fn drop(&mut self) {
-        let bus = self.bus.load();
-        if !bus.is_stale() {
-            bus.close_intake();
-        }
-    }
-}
 
 /// Every runtime's bus handle while it lives, for the report at exit. Pruned of the dead on
 /// each insert, so it holds at most as many entries as there are live runtimes.
@@ -218,15 +157,12 @@ impl Runtime {
             }
             tasker_channels_core::logging::init_logging();
             let config = load_config(ruby, environment, config_dir, shipped_dir)?;
-            let bus = EventBus::start(&config);
+            let handle = Arc::new(BusHandle::start(config));
+            let bus = handle.bus();
             // Everything that can be in flight at once: the FFI buffer's events, the batches
             // every dispatcher holds, and one per publisher waiting for room.
             let limit = bus.ffi().capacity() + MAX_DISPATCHERS * BATCH_SIZE + 4096;
             let first_bus = Arc::as_ptr(&bus) as usize;
-            let handle = Arc::new(BusHandle {
-                config,
-                bus: ArcSwap::new(bus),
-            });
             register_live(&handle);
             let state = State {
                 handle,
@@ -247,7 +183,7 @@ impl Runtime {
     }
 
     fn config(ruby: &Ruby, rb_self: &Self) -> Result<RbConfig, Error> {
-        Ok(RbConfig(Arc::clone(&rb_self.state(ruby)?.handle.config)))
+        Ok(RbConfig(Arc::clone(rb_self.state(ruby)?.handle.config())))
     }
 
     fn channel(ruby: &Ruby, rb_self: &Self, name: String) -> Result<RbChannel, Error> {
@@ -465,10 +401,9 @@ fn pending_everywhere(ruby: &Ruby) -> Result<RArray, Error> {
         .collect();
     let report = ruby.ary_new();
     for handle in handles {
-        let bus = handle.bus.load();
-        let pending = if bus.is_stale() { 0 } else { bus.pending() };
+        let pending = handle.bus_if_current().map_or(0, |bus| bus.pending());
         if pending > 0 {
-            report.push((handle.config.environment().to_owned(), pending))?;
+            report.push((handle.config().environment().to_owned(), pending))?;
         }
     }
     Ok(report)

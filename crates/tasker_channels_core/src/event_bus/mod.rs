@@ -1,31 +1,44 @@
 //! The in-process event bus (docs/design.md §5): from publishers to the dispatch side.
 //!
-//! Owns the route events take — Ruby publishes into `shared.ffi`, which dispatchers read
-//! directly (one hop); Rust emits into `shared.event_publisher`, from which a forwarder task
-//! moves events into `worker.in_process_events`, the Rust → Ruby buffer; dispatchers wait on
-//! both at once — plus event ids, the bus counters, the monitor notices turned into
-//! `channel.*` events, giving back what an unwinding dispatcher could not deliver, and an
-//! orderly close. It must never call a subscriber itself (subscribers live on the other side
-//! of `next_batch`), never drop an accepted Ruby event, and never wait inside a monitor hook.
+//! Ruby publishes into `shared.ffi`, which dispatchers read directly (one hop); Rust emits
+//! into `shared.event_publisher`, from which a forwarder task (`forwarder`) moves events into
+//! `worker.in_process_events`, the Rust → Ruby buffer; dispatchers wait on both at once. The
+//! channel monitor's notices become `channel.*` events (`notices`), the bus counts what it
+//! accepted and delivered (`stats`), and [`BusHandle`] keeps a bus usable across `fork`
+//! (`handle`). This module owns the [`EventBus`] itself: event ids, publishing, the dispatch
+//! side's batches, giving back what an unwinding dispatcher could not deliver, and an orderly
+//! close. It must never call a subscriber itself (subscribers live on the other side of
+//! `next_batch`), never drop an accepted Ruby event, and never wait inside a monitor hook.
+
+mod forwarder;
+mod handle;
+mod notices;
+mod stats;
+#[cfg(test)]
+mod testing;
+
+pub use forwarder::DispatchSender;
+pub use handle::BusHandle;
+pub use stats::EventStats;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
+use self::forwarder::forward_rust_events;
+use self::notices::NoticeState;
+use self::stats::Counters;
 use crate::channel::{
     MonitoredChannel, RecvError, RecvWait, SendError, SendErrorKind, SendOutcome, SendWait,
-    WeakChannel,
 };
 use crate::config::Config;
 use crate::event::{validate_name, Event, EventRef, EventSource, InvalidEventName, Message};
-use crate::fork;
-use crate::metrics::{MetricKind, PrometheusText};
-use crate::monitor::{Monitor, MonitorEvent, MonitorHook};
+use crate::fork::{self, CurrentProcess, ProcessIdentity};
+use crate::monitor::Monitor;
 use crate::payload::Payload;
-use crate::policy::OverflowPolicy;
 use crate::registry::ChannelRegistry;
 use crate::wait::WaitStopped;
 
@@ -36,13 +49,10 @@ pub const PUBLISHER_CHANNEL: &str = "shared.event_publisher";
 /// The Rust → Ruby buffer: Rust events on their way to the dispatchers.
 pub const IN_PROCESS_CHANNEL: &str = "worker.in_process_events";
 
-/// How many messages a forwarder moves per wake-up.
-const FORWARD_BATCH: usize = 64;
-
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The event name is not a valid dotted name.
+    /// The name is not a valid event name; the error says why.
     #[error(transparent)]
     InvalidName(#[from] InvalidEventName),
     /// The channel refused the event; the error carries it back with the channel's context.
@@ -51,146 +61,15 @@ pub enum PublishError {
     /// The channel's `drop` policy discarded the event (counted as dropped).
     #[error("event dropped: {channel} is full ({capacity} events) and its policy is drop")]
     Dropped {
-        /// The channel that was full.
+        /// The full channel (`shared.event_publisher`).
         channel: String,
-        /// Its capacity.
+        /// How many events it holds.
         capacity: usize,
     },
 }
 
-/// Counters of the bus as a whole; per-channel numbers live in the channels' stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct EventStats {
-    /// Ruby events accepted into `shared.ffi`.
-    pub published: u64,
-    /// Rust events accepted into `shared.event_publisher`.
-    pub emitted: u64,
-    /// Events handed to at least one subscriber.
-    pub delivered: u64,
-    /// Events that reached the dispatch side but matched no subscription.
-    pub unmatched: u64,
-    /// Subscriber calls that raised.
-    pub handler_errors: u64,
-    /// Accepted Rust events that `worker.in_process_events`' own policy discarded on the way
-    /// to the dispatchers: they will never be delivered. (Ruby events are never discarded.)
-    pub undelivered_dropped: u64,
-    /// Accepted and not yet delivered: queued on the bus, or taken by a dispatcher that has
-    /// not finished with it. `published + emitted == delivered + unmatched +
-    /// undelivered_dropped + pending` whenever no event is moving.
-    pub pending: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    published: AtomicU64,
-    emitted: AtomicU64,
-    delivered: AtomicU64,
-    unmatched: AtomicU64,
-    handler_errors: AtomicU64,
-    undelivered_dropped: AtomicU64,
-    /// Taken by dispatchers and not yet recorded as delivered, unmatched or given back.
-    in_flight: AtomicU64,
-}
-
-/// What the monitor hook needs: ids, the publisher channel (weakly, to avoid a cycle through
-/// the monitor), and one "overflow reported" flag per channel so a flood of drops yields one
-/// `channel.overflow` event per saturation episode rather than one per message.
-struct NoticeState {
-    ids: Arc<AtomicU64>,
-    publisher: OnceLock<WeakChannel<Message>>,
-    overflow_reported: Vec<(String, AtomicBool)>,
-    emitted: Arc<Counters>,
-}
-
-impl NoticeState {
-    fn overflow_flag(&self, channel: &str) -> Option<&AtomicBool> {
-        self.overflow_reported
-            .iter()
-            .find(|(name, _)| name == channel)
-            .map(|(_, flag)| flag)
-    }
-}
-
-impl MonitorHook for NoticeState {
-    fn on_event(&self, notice: MonitorEvent) {
-        let channel = notice.channel();
-        match &notice {
-            MonitorEvent::Recovered { .. } => {
-                if let Some(flag) = self.overflow_flag(&channel.name) {
-                    flag.store(false, Ordering::Relaxed);
-                }
-            }
-            MonitorEvent::Overflow { .. } => {
-                let already = self
-                    .overflow_flag(&channel.name)
-                    .is_some_and(|flag| flag.swap(true, Ordering::Relaxed));
-                if already {
-                    return;
-                }
-            }
-            MonitorEvent::Saturated { .. } => {}
-        }
-        let Some(publisher) = self.publisher.get().and_then(WeakChannel::upgrade) else {
-            return;
-        };
-        if publisher.is_closed() {
-            // Shut down: notices about the last drain have nowhere to go, and are not refusals.
-            return;
-        }
-        let event = Event {
-            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
-            name: notice.event_name().to_owned(),
-            payload: notice_payload(&notice),
-            source: EventSource::Rust,
-            published_at: SystemTime::now(),
-        };
-        // Never wait here: the thread that triggered the notice is in the middle of a send.
-        let message = Message::Event(Box::new(event));
-        let sent = if publisher.overflow() == OverflowPolicy::Block {
-            publisher.send_with(message, SendWait::until(Instant::now()))
-        } else {
-            publisher.send(message)
-        };
-        if matches!(sent, Ok(SendOutcome::Sent)) {
-            self.emitted.emitted.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-fn notice_payload(notice: &MonitorEvent) -> Payload {
-    let channel = notice.channel();
-    let mut entries = vec![
-        ("channel", Payload::from(channel.name.as_str())),
-        ("component", Payload::from(channel.component.as_str())),
-        ("capacity", Payload::from(channel.capacity)),
-        ("length", Payload::from(notice.length())),
-        ("policy", Payload::from(channel.overflow.as_str())),
-    ];
-    match notice {
-        MonitorEvent::Saturated {
-            usage_percent,
-            threshold,
-            suppressed,
-            ..
-        }
-        | MonitorEvent::Recovered {
-            usage_percent,
-            threshold,
-            suppressed,
-            ..
-        } => {
-            entries.push(("usage_percent", Payload::from(*usage_percent)));
-            entries.push(("threshold", Payload::from(*threshold)));
-            entries.push(("suppressed", Payload::from(*suppressed)));
-        }
-        MonitorEvent::Overflow { action, .. } => {
-            entries.push(("action", Payload::from(action.as_str())));
-        }
-    }
-    Payload::symbol_hash(entries)
-}
-
 /// The channels of one configuration and the event routing over them.
+#[derive(Debug)]
 pub struct EventBus {
     registry: ChannelRegistry<Message>,
     ffi: MonitoredChannel<Message>,
@@ -200,11 +79,13 @@ pub struct EventBus {
     ids: Arc<AtomicU64>,
     counters: Arc<Counters>,
     forwarder_running: Arc<AtomicBool>,
+    /// The fork generation of the process that built this bus (see [`fork::generation`]).
     fork_generation: u64,
 }
 
 /// What dispatchers wait on besides the two channels: one doorbell that every writer to the
 /// dispatch side rings, and the events a dispatcher gave back when it unwound mid-batch.
+#[derive(Debug)]
 struct DispatchSide {
     /// tokio's `Notify` hands a wake-up to one waiter and removes it from the waiter list
     /// itself, so while the woken dispatcher waits for the GVL later rings cost one atomic
@@ -218,30 +99,24 @@ struct DispatchSide {
     turn: AtomicUsize,
 }
 
-impl std::fmt::Debug for EventBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventBus")
-            .field("registry", &self.registry)
-            .finish_non_exhaustive()
-    }
-}
-
 impl EventBus {
     /// Creates every configured channel and starts the forwarder of Rust events on the
     /// process's tokio runtime.
     pub fn start(config: &Config) -> Arc<Self> {
-        let ids = Arc::new(AtomicU64::new(first_id_base()));
+        Self::start_in(config, &CurrentProcess)
+    }
+
+    /// [`start`](Self::start) as a bus of `process`: stamped with its fork generation, and
+    /// numbering events from its id base (see [`first_id_base`]).
+    fn start_in(config: &Config, process: &impl ProcessIdentity) -> Arc<Self> {
+        let generation = process.generation();
+        let ids = Arc::new(AtomicU64::new(first_id_base(generation, process.pid())));
         let counters = Arc::new(Counters::default());
-        let notices = Arc::new(NoticeState {
-            ids: Arc::clone(&ids),
-            publisher: OnceLock::new(),
-            overflow_reported: config
-                .channels()
-                .iter()
-                .map(|spec| (spec.name.clone(), AtomicBool::new(false)))
-                .collect(),
-            emitted: Arc::clone(&counters),
-        });
+        let notices = Arc::new(NoticeState::new(
+            config,
+            Arc::clone(&ids),
+            Arc::clone(&counters),
+        ));
         let monitor = Monitor::new(config.log_warning_threshold(), config.notice_interval())
             .with_hook(notices.clone());
         let registry = ChannelRegistry::with_monitor(config.channels(), monitor);
@@ -265,9 +140,9 @@ impl EventBus {
             ids,
             counters,
             forwarder_running: Arc::new(AtomicBool::new(true)),
-            fork_generation: fork::generation(),
+            fork_generation: generation,
         });
-        let _ = notices.publisher.set(bus.publisher.downgrade());
+        notices.publish_to(bus.publisher.downgrade());
         fork::runtime_handle().spawn(forward_rust_events(
             bus.publisher.clone(),
             bus.in_process.clone(),
@@ -286,7 +161,13 @@ impl EventBus {
     /// True when this bus was built in another process than the current one (before a
     /// fork): its forwarder task does not run here, and it must be leaked, not used.
     pub fn is_stale(&self) -> bool {
-        self.fork_generation != fork::generation()
+        self.is_stale_in(&CurrentProcess)
+    }
+
+    /// [`is_stale`](Self::is_stale) as seen from `process`.
+    #[inline]
+    fn is_stale_in(&self, process: &impl ProcessIdentity) -> bool {
+        self.fork_generation != process.generation()
     }
 
     /// The next event id: unique within this bus, increasing.
@@ -596,119 +477,15 @@ impl EventBus {
             && self.dispatch_side_finished()
             && self.counters.in_flight.load(Ordering::Acquire) == 0
     }
-
-    /// The bus's event counters.
-    pub fn stats(&self) -> EventStats {
-        let c = &self.counters;
-        EventStats {
-            published: c.published.load(Ordering::Relaxed),
-            emitted: c.emitted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            unmatched: c.unmatched.load(Ordering::Relaxed),
-            handler_errors: c.handler_errors.load(Ordering::Relaxed),
-            undelivered_dropped: c.undelivered_dropped.load(Ordering::Relaxed),
-            pending: self.pending(),
-        }
-    }
-
-    /// Accepted events not yet delivered: queued anywhere on the bus or held by a dispatcher.
-    pub fn pending(&self) -> u64 {
-        let queued = self.ffi.len()
-            + self.publisher.len()
-            + self.in_process.len()
-            + self.dispatch.returned_len.load(Ordering::Acquire);
-        queued as u64 + self.counters.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Prometheus text for every channel, then the bus counters.
-    pub fn prometheus_text(&self) -> String {
-        let mut out = PrometheusText::new();
-        self.registry.write_prometheus(&mut out);
-        let stats = self.stats();
-        let mut counter = |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| {
-            out.family(name, MetricKind::Counter, help);
-            for (label_value, value) in samples {
-                out.sample_u64(name, &[(label, label_value)], *value);
-            }
-        };
-        counter(
-            "tasker_events_accepted_total",
-            "Events accepted onto the bus, by source.",
-            "source",
-            &[("ruby", stats.published), ("rust", stats.emitted)],
-        );
-        counter(
-            "tasker_events_dispatched_total",
-            "Events that reached the dispatch side, by outcome.",
-            "outcome",
-            &[
-                ("delivered", stats.delivered),
-                ("unmatched", stats.unmatched),
-            ],
-        );
-        counter(
-            "tasker_event_handler_errors_total",
-            "Subscriber calls that raised.",
-            "kind",
-            &[("handler", stats.handler_errors)],
-        );
-        counter(
-            "tasker_events_undelivered_total",
-            "Accepted events that will never be delivered, by reason.",
-            "reason",
-            &[("dropped", stats.undelivered_dropped)],
-        );
-        out.family(
-            "tasker_events_pending",
-            MetricKind::Gauge,
-            "Accepted events not yet delivered.",
-        );
-        out.sample_u64("tasker_events_pending", &[], stats.pending);
-        out.into_string()
-    }
 }
 
 /// Where a bus's event ids start: 0 in the process that loaded the crate; in a forked child
 /// the child's pid in the upper half, so ids stay unique across parent and children.
-fn first_id_base() -> u64 {
-    if fork::generation() == 0 {
+fn first_id_base(generation: u64, pid: u32) -> u64 {
+    if generation == 0 {
         0
     } else {
-        // SAFETY: getpid has no preconditions.
-        u64::from(unsafe { libc::getpid() }.unsigned_abs()) << 32
-    }
-}
-
-/// See [`EventBus::dispatch_sender`].
-#[derive(Clone)]
-pub struct DispatchSender {
-    to: MonitoredChannel<Message>,
-    dispatch: Arc<DispatchSide>,
-    counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for DispatchSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DispatchSender")
-            .field("to", &self.to)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DispatchSender {
-    /// Puts an event on the dispatch side, waiting for room; `Err` only once the dispatch
-    /// side is closed (the event comes back inside).
-    pub async fn send(&self, message: Message) -> Result<(), SendError<Message>> {
-        // A send that waits for room always enters: nothing is discarded on this path.
-        let _entered = self.to.send_async_forever(message).await?;
-        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-        self.dispatch.doorbell.notify_one();
-        Ok(())
-    }
-
-    /// True once the dispatch side is closed.
-    pub fn is_closed(&self) -> bool {
-        self.to.is_closed()
+        u64::from(pid) << 32
     }
 }
 
@@ -720,114 +497,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// How many times a forwarder that emptied its source yields before it parks.
-const LINGER_YIELDS: usize = 32;
-
-/// Emitters in a burst arrive a microsecond apart, while waking a parked forwarder costs a
-/// syscall on the emitter's thread. Staying awake for a few scheduler turns after emptying
-/// the source lets a burst flow without a wake-up per event; an idle bus still parks.
-async fn linger(from: &MonitoredChannel<Message>) {
-    for _ in 0..LINGER_YIELDS {
-        if !from.is_empty() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Moves Rust events from `shared.event_publisher` to `worker.in_process_events` under the
-/// latter's policy, ringing the dispatchers' doorbell for each, and closes the dispatch side
-/// once the publisher is closed and empty, so dispatchers see the end only after everything
-/// accepted has reached them.
-async fn forward_rust_events(
-    from: MonitoredChannel<Message>,
-    to: MonitoredChannel<Message>,
-    dispatch: Arc<DispatchSide>,
-    counters: Arc<Counters>,
-    running: Arc<AtomicBool>,
-) {
-    while let Ok(batch) = from.recv_batch_async(FORWARD_BATCH).await {
-        for message in batch {
-            // Refusals are counted by the channel (dropped/rejected) and reported by the
-            // monitor, and by the bus as undelivered; `Closed` cannot happen before this
-            // forwarder has finished.
-            match to.send_async(message).await {
-                Ok(SendOutcome::Sent) => dispatch.doorbell.notify_one(),
-                Ok(SendOutcome::Dropped) | Err(_) => {
-                    counters.undelivered_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        linger(&from).await;
-    }
-    to.close();
-    running.store(false, Ordering::Release);
-    dispatch.doorbell.notify_waiters();
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
+    use super::testing::{config_with, publish, take_all, SMALL};
     use super::*;
     use crate::channel::SendErrorKind;
-    use crate::config::testing::TempDir;
-    use crate::config::LoadOptions;
-
-    fn config_with(overrides: &str) -> (Config, TempDir) {
-        let dir = TempDir::new();
-        dir.write("environments/test/mpsc_channels.toml", overrides);
-        let options = LoadOptions {
-            environment: Some("test".into()),
-            config_dir: Some(dir.path().to_path_buf()),
-            shipped_dir_label: None,
-        };
-        (Config::load_with_env(&options, |_| None).unwrap(), dir)
-    }
-
-    const SMALL: &str = r#"
-[mpsc_channels.shared.ffi]
-ruby_event_buffer_size = 4
-[mpsc_channels.worker.in_process_events]
-broadcast_buffer_size = 4
-[mpsc_channels.shared.event_publisher]
-event_queue_buffer_size = 2
-"#;
-
-    fn publish(bus: &EventBus, seq: i64) -> Result<u64, SendError<Message>> {
-        let event = bus
-            .prepare("load.event", Payload::Int(seq), EventSource::Ruby)
-            .unwrap();
-        bus.publish_prepared(event, SendWait::policy())
-    }
-
-    fn events(batch: Vec<Message>) -> Vec<Event> {
-        batch
-            .into_iter()
-            .map(|message| match message {
-                Message::Event(event) => *event,
-                other => panic!("the dispatch side carries whole events here, got {other:?}"),
-            })
-            .collect()
-    }
-
-    /// Takes events until `expected` Ruby events have arrived (the monitor's Rust events
-    /// may be interleaved and are dropped here).
-    fn take_all(bus: &EventBus, expected: usize) -> Vec<Event> {
-        let mut taken = Vec::new();
-        while taken.len() < expected {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            match bus.next_batch(16, RecvWait::until(deadline)) {
-                Ok(batch) => taken.extend(
-                    events(batch)
-                        .into_iter()
-                        .filter(|e| e.source == EventSource::Ruby),
-                ),
-                Err(error) => panic!("expected {expected} events, got {}: {error:?}", taken.len()),
-            }
-        }
-        taken
-    }
 
     #[test]
     fn a_published_event_reaches_the_dispatch_side_intact() {
@@ -912,45 +588,6 @@ event_queue_buffer_size = 2
             bus.emit("bad name", Payload::Nil),
             Err(PublishError::InvalidName(_))
         ));
-    }
-
-    #[test]
-    fn monitor_notices_become_rust_events_once_per_overflow_episode() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
-        // Overflow shared.ffi many times; only one channel.overflow for it until it recovers.
-        for n in 0..200 {
-            let _ = publish(&bus, n);
-        }
-        let mut notices = Vec::new();
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while let Ok(batch) = bus.next_batch(16, RecvWait::until(deadline)) {
-            if batch.is_empty() {
-                break;
-            }
-            notices.extend(
-                events(batch)
-                    .into_iter()
-                    .filter(|e| e.source == EventSource::Rust),
-            );
-        }
-        let ffi_overflows = notices
-            .iter()
-            .filter(|e| {
-                e.name == "channel.overflow"
-                    && e.payload.get("channel") == Some(&Payload::from(FFI_CHANNEL))
-            })
-            .count();
-        assert!(
-            ffi_overflows <= 2,
-            "overflow events must not flood: {ffi_overflows}"
-        );
-        let saturated = notices
-            .iter()
-            .find(|e| e.name == "channel.saturated")
-            .expect("a saturation notice");
-        assert_eq!(saturated.payload.get("capacity"), Some(&Payload::Int(4)));
-        assert!(bus.stats().emitted >= 1);
     }
 
     #[test]

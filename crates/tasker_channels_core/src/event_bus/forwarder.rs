@@ -1,0 +1,88 @@
+//! Moving Rust events onto the dispatch side: the forwarder task from
+//! `shared.event_publisher` to `worker.in_process_events`, and the [`DispatchSender`] that
+//! Rust producers with their own task (the PostgreSQL relay) use instead.
+//!
+//! Owns ringing the dispatchers' doorbell for each event that arrives and closing the
+//! dispatch side after the last one. It must never discard an event without counting it as
+//! undelivered, and never close the dispatch side while the publisher still holds events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::stats::Counters;
+use super::DispatchSide;
+use crate::channel::{MonitoredChannel, SendError, SendOutcome};
+use crate::event::Message;
+
+/// How many messages a forwarder moves per wake-up.
+const FORWARD_BATCH: usize = 64;
+
+/// See [`EventBus::dispatch_sender`](super::EventBus::dispatch_sender).
+#[derive(Debug, Clone)]
+pub struct DispatchSender {
+    pub(super) to: MonitoredChannel<Message>,
+    pub(super) dispatch: Arc<DispatchSide>,
+    pub(super) counters: Arc<Counters>,
+}
+
+impl DispatchSender {
+    /// Puts an event on the dispatch side, waiting for room; `Err` only once the dispatch
+    /// side is closed (the event comes back inside).
+    pub async fn send(&self, message: Message) -> Result<(), SendError<Message>> {
+        // A send that waits for room always enters: nothing is discarded on this path.
+        let _entered = self.to.send_async_forever(message).await?;
+        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+        self.dispatch.doorbell.notify_one();
+        Ok(())
+    }
+
+    /// True once the dispatch side is closed.
+    pub fn is_closed(&self) -> bool {
+        self.to.is_closed()
+    }
+}
+
+/// How many times a forwarder that emptied its source yields before it parks.
+const LINGER_YIELDS: usize = 32;
+
+/// Emitters in a burst arrive a microsecond apart, while waking a parked forwarder costs a
+/// syscall on the emitter's thread. Staying awake for a few scheduler turns after emptying
+/// the source lets a burst flow without a wake-up per event; an idle bus still parks.
+async fn linger(from: &MonitoredChannel<Message>) {
+    for _ in 0..LINGER_YIELDS {
+        if !from.is_empty() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Moves Rust events from `shared.event_publisher` to `worker.in_process_events` under the
+/// latter's policy, ringing the dispatchers' doorbell for each, and closes the dispatch side
+/// once the publisher is closed and empty, so dispatchers see the end only after everything
+/// accepted has reached them.
+pub(super) async fn forward_rust_events(
+    from: MonitoredChannel<Message>,
+    to: MonitoredChannel<Message>,
+    dispatch: Arc<DispatchSide>,
+    counters: Arc<Counters>,
+    running: Arc<AtomicBool>,
+) {
+    while let Ok(batch) = from.recv_batch_async(FORWARD_BATCH).await {
+        for message in batch {
+            // Refusals are counted by the channel (dropped/rejected) and reported by the
+            // monitor, and by the bus as undelivered; `Closed` cannot happen before this
+            // forwarder has finished.
+            match to.send_async(message).await {
+                Ok(SendOutcome::Sent) => dispatch.doorbell.notify_one(),
+                Ok(SendOutcome::Dropped) | Err(_) => {
+                    counters.undelivered_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        linger(&from).await;
+    }
+    to.close();
+    running.store(false, Ordering::Release);
+    dispatch.doorbell.notify_waiters();
+}

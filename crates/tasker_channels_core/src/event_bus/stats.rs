@@ -1,0 +1,118 @@
+//! The bus's own counters (accepted, delivered, unmatched, undelivered, pending) and the
+//! Prometheus families they render to.
+//!
+//! Owns what the bus counts as a whole; per-channel numbers live in the channels' stats.
+//! It must never count an event twice: every accepted event ends delivered, unmatched,
+//! undelivered or pending.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::EventBus;
+use crate::metrics::{MetricKind, PrometheusText};
+
+/// Counters of the bus as a whole; per-channel numbers live in the channels' stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventStats {
+    /// Ruby events accepted into `shared.ffi`.
+    pub published: u64,
+    /// Rust events accepted into `shared.event_publisher`.
+    pub emitted: u64,
+    /// Events handed to at least one subscriber.
+    pub delivered: u64,
+    /// Events that reached the dispatch side but matched no subscription.
+    pub unmatched: u64,
+    /// Subscriber calls that raised.
+    pub handler_errors: u64,
+    /// Accepted Rust events that `worker.in_process_events`' own policy discarded on the way
+    /// to the dispatchers: they will never be delivered. (Ruby events are never discarded.)
+    pub undelivered_dropped: u64,
+    /// Accepted and not yet delivered: queued on the bus, or taken by a dispatcher that has
+    /// not finished with it. `published + emitted == delivered + unmatched +
+    /// undelivered_dropped + pending` whenever no event is moving.
+    pub pending: u64,
+}
+/// The live counterparts of [`EventStats`], shared by the bus, its forwarder and the
+/// monitor hook.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) published: AtomicU64,
+    pub(super) emitted: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) unmatched: AtomicU64,
+    pub(super) handler_errors: AtomicU64,
+    pub(super) undelivered_dropped: AtomicU64,
+    /// Taken by dispatchers and not yet recorded as delivered, unmatched or given back.
+    pub(super) in_flight: AtomicU64,
+}
+
+impl EventBus {
+    /// The bus's event counters now.
+    pub fn stats(&self) -> EventStats {
+        let c = &self.counters;
+        EventStats {
+            published: c.published.load(Ordering::Relaxed),
+            emitted: c.emitted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            unmatched: c.unmatched.load(Ordering::Relaxed),
+            handler_errors: c.handler_errors.load(Ordering::Relaxed),
+            undelivered_dropped: c.undelivered_dropped.load(Ordering::Relaxed),
+            pending: self.pending(),
+        }
+    }
+
+    /// Accepted events not yet delivered: queued anywhere on the bus or held by a dispatcher.
+    pub fn pending(&self) -> u64 {
+        let queued = self.ffi.len()
+            + self.publisher.len()
+            + self.in_process.len()
+            + self.dispatch.returned_len.load(Ordering::Acquire);
+        queued as u64 + self.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text for every channel, then the bus counters.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = PrometheusText::new();
+        self.registry.write_prometheus(&mut out);
+        let stats = self.stats();
+        let mut counter = |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| {
+            out.family(name, MetricKind::Counter, help);
+            for (label_value, value) in samples {
+                out.sample_u64(name, &[(label, label_value)], *value);
+            }
+        };
+        counter(
+            "tasker_events_accepted_total",
+            "Events accepted onto the bus, by source.",
+            "source",
+            &[("ruby", stats.published), ("rust", stats.emitted)],
+        );
+        counter(
+            "tasker_events_dispatched_total",
+            "Events that reached the dispatch side, by outcome.",
+            "outcome",
+            &[
+                ("delivered", stats.delivered),
+                ("unmatched", stats.unmatched),
+            ],
+        );
+        counter(
+            "tasker_event_handler_errors_total",
+            "Subscriber calls that raised.",
+            "kind",
+            &[("handler", stats.handler_errors)],
+        );
+        counter(
+            "tasker_events_undelivered_total",
+            "Accepted events that will never be delivered, by reason.",
+            "reason",
+            &[("dropped", stats.undelivered_dropped)],
+        );
+        out.family(
+            "tasker_events_pending",
+            MetricKind::Gauge,
+            "Accepted events not yet delivered.",
+        );
+        out.sample_u64("tasker_events_pending", &[], stats.pending);
+        out.into_string()
+    }
+}
