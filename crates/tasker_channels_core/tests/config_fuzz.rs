@@ -7,55 +7,39 @@
 //! `crates/tasker_channels_core/fuzz/` (see docs/reliability.md).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use tasker_channels_core::config::schema::{CHANNELS, POLICY_TABLE};
 use tasker_channels_core::{Config, ConfigErrors, LoadOptions};
+use tempfile::TempDir;
 
-/// A throwaway config dir, removed on drop.
-struct ConfigDir(PathBuf);
-
-impl ConfigDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tasker_config_fuzz_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).expect("create config dir");
-        ConfigDir(path)
-    }
-
-    fn write(&self, relative: &str, contents: &[u8]) {
-        let path = self.0.join(relative);
+/// A config dir holding `files` (path relative to it, contents), removed on drop.
+fn config_dir_with(files: &[(&str, &[u8])]) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("tasker_config_fuzz_")
+        .tempdir()
+        .expect("create config dir");
+    for (relative, contents) in files {
+        let path = dir.path().join(relative);
         fs::create_dir_all(path.parent().expect("a file has a parent")).expect("create folders");
         fs::write(path, contents).expect("write override file");
     }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
+    dir
 }
 
-impl Drop for ConfigDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+/// Every table the schema knows, below `mpsc_channels`.
+static TABLES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    CHANNELS
+        .iter()
+        .map(|schema| schema.name)
+        .chain([POLICY_TABLE])
+        .collect()
+});
 
-const TABLES: &[&str] = &[
-    "orchestration.command_processor",
-    "orchestration.event_listeners",
-    "task_readiness.event_channel",
-    "worker.command_processor",
-    "worker.in_process_events",
-    "shared.event_publisher",
-    "shared.ffi",
-    "overflow_policy",
-];
+/// The override file of the `test` environment.
+const ENVIRONMENT_FILE: &str = "environments/test/mpsc_channels.toml";
 
 /// Tables that are almost right: typos, a missing or doubled prefix, an extra or missing
 /// segment, wrong case, array-of-tables syntax.
@@ -150,19 +134,45 @@ const VALUES: &[&str] = &[
     "= 1",
 ];
 
+/// Path segments, valid or not, for dotted keys and table headers of any depth.
+const SEGMENTS: &[&str] = &[
+    "mpsc_channels",
+    "shared",
+    "ffi",
+    "overflow_policy",
+    "drop_policy",
+    "log_warning_threshold",
+    "notice_interval_ms",
+    "ruby_event_buffer_size",
+    "overflow",
+    "send_timeout_ms",
+    "task_readiness",
+    "event_channel",
+    "buffer_size",
+    "x",
+];
+
 fn pick(list: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(list).prop_map(str::to_owned)
+}
+
+/// A dotted path of one to four segments.
+fn dotted_path() -> impl Strategy<Value = String> {
+    prop::collection::vec(pick(SEGMENTS), 1..5).prop_map(|segments| segments.join("."))
 }
 
 /// One line of an override file.
 fn line() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        3 => pick(TABLES).prop_map(|table| format!("[mpsc_channels.{table}]").into_bytes()),
+        3 => pick(&TABLES).prop_map(|table| format!("[mpsc_channels.{table}]").into_bytes()),
         1 => pick(NEAR_MISS_TABLES).prop_map(String::into_bytes),
         6 => (pick(KEYS), pick(VALUES)).prop_map(|(k, v)| format!("{k} = {v}").into_bytes()),
         2 => (pick(NEAR_MISS_KEYS), pick(VALUES)).prop_map(|(k, v)| format!("{k} = {v}").into_bytes()),
-        1 => (pick(TABLES), pick(KEYS), pick(VALUES))
+        1 => (pick(&TABLES), pick(KEYS), pick(VALUES))
             .prop_map(|(t, k, v)| format!("mpsc_channels.{t}.{k} = {v}").into_bytes()),
+        1 => dotted_path().prop_map(|p| format!("[{p}]").into_bytes()),
+        1 => dotted_path().prop_map(|p| format!("[[{p}]]").into_bytes()),
+        1 => (dotted_path(), pick(VALUES)).prop_map(|(p, v)| format!("{p} = {v}").into_bytes()),
         1 => "[ -~]{0,40}".prop_map(String::into_bytes),
         1 => prop::collection::vec(any::<u8>(), 0..24),
         1 => Just(b"# a comment".to_vec()),
@@ -178,7 +188,7 @@ fn file() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn load(dir: &ConfigDir) -> Result<Config, ConfigErrors> {
+fn load(dir: &TempDir) -> Result<Config, ConfigErrors> {
     let options = LoadOptions {
         environment: Some("test".into()),
         config_dir: Some(dir.path().to_path_buf()),
@@ -241,17 +251,18 @@ proptest! {
     #![proptest_config(cases())]
 
     #[test]
+    fn arbitrary_bytes_never_panic_the_loader(env in prop::collection::vec(any::<u8>(), 0..256)) {
+        check(load(&config_dir_with(&[(ENVIRONMENT_FILE, &env)])))?;
+    }
+
+    #[test]
     fn an_environment_override_never_panics_the_loader(env in file()) {
-        let dir = ConfigDir::new();
-        dir.write("environments/test/mpsc_channels.toml", &env);
-        check(load(&dir))?;
+        check(load(&config_dir_with(&[(ENVIRONMENT_FILE, &env)])))?;
     }
 
     #[test]
     fn base_and_environment_overrides_never_panic_the_loader(base in file(), env in file()) {
-        let dir = ConfigDir::new();
-        dir.write("base/mpsc_channels.toml", &base);
-        dir.write("environments/test/mpsc_channels.toml", &env);
+        let dir = config_dir_with(&[("base/mpsc_channels.toml", &base), (ENVIRONMENT_FILE, &env)]);
         check(load(&dir))?;
     }
 }
@@ -284,8 +295,7 @@ fn hand_picked_hostile_files_are_reported_not_panicked_on() {
         many_tables.into_bytes(),
     ];
     for env in files {
-        let dir = ConfigDir::new();
-        dir.write("environments/test/mpsc_channels.toml", &env);
+        let dir = config_dir_with(&[(ENVIRONMENT_FILE, &env)]);
         if let Err(failure) = check(load(&dir)) {
             panic!("{failure} for {:?}", String::from_utf8_lossy(&env));
         }

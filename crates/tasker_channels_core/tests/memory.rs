@@ -116,19 +116,22 @@ fn empty_channels_at_the_largest_capacity_take_next_to_no_memory() {
     }
 }
 
+/// A channel of `capacity` holding the messages `0..queued`, and the bytes live just before
+/// the first was sent.
+fn filled(capacity: usize, policy: OverflowPolicy, queued: u64) -> (MonitoredChannel<u64>, usize) {
+    let ch = channel("worker.command_processor", capacity, policy);
+    let empty = live_bytes();
+    for i in 0..queued {
+        assert!(ch.send(i).unwrap().is_sent());
+    }
+    (ch, empty)
+}
+
 #[test]
 fn memory_grows_with_what_is_queued_and_is_given_back_as_it_drains() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     const QUEUED: u64 = 1_000_000;
-    let ch = channel(
-        "worker.command_processor",
-        LARGEST_CAPACITY,
-        OverflowPolicy::Block,
-    );
-    let empty = live_bytes();
-    for i in 0..QUEUED {
-        assert!(ch.send(i).unwrap().is_sent());
-    }
+    let (ch, empty) = filled(LARGEST_CAPACITY, OverflowPolicy::Block, QUEUED);
     let full = live_bytes() - empty;
     let per_message = full as f64 / QUEUED as f64;
     // A u64 and its slot state, plus a share of the block header; far below what the whole
@@ -154,15 +157,7 @@ fn memory_grows_with_what_is_queued_and_is_given_back_as_it_drains() {
 fn a_full_channel_holds_exactly_its_capacity_in_memory() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     const CAPACITY: usize = 100_000;
-    let ch = channel(
-        "worker.command_processor",
-        CAPACITY,
-        OverflowPolicy::DropOldest,
-    );
-    let empty = live_bytes();
-    for i in 0..CAPACITY as u64 {
-        assert!(ch.send(i).unwrap().is_sent());
-    }
+    let (ch, empty) = filled(CAPACITY, OverflowPolicy::DropOldest, CAPACITY as u64);
     let at_capacity = live_bytes() - empty;
     // Displacing the oldest keeps the channel at capacity: memory moves along, never grows.
     for i in 0..10 * CAPACITY as u64 {

@@ -28,17 +28,13 @@ macro_rules! cluster_or_skip {
 
 /// A bus whose listener path is small, so backpressure shows quickly.
 fn bus_with(listener_capacity: usize, dispatch_capacity: usize) -> Arc<EventBus> {
-    let dir = std::env::temp_dir().join(format!(
-        "tasker_pg_config_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(dir.join("environments/test")).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("tasker_pg_config_")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("environments/test")).unwrap();
     std::fs::write(
-        dir.join("environments/test/mpsc_channels.toml"),
+        dir.path().join("environments/test/mpsc_channels.toml"),
         format!(
             "[mpsc_channels.orchestration.event_listeners]\n\
              pgmq_event_buffer_size = {listener_capacity}\n\
@@ -49,12 +45,10 @@ fn bus_with(listener_capacity: usize, dispatch_capacity: usize) -> Arc<EventBus>
     .unwrap();
     let options = LoadOptions {
         environment: Some("test".into()),
-        config_dir: Some(dir.clone()),
+        config_dir: Some(dir.path().to_path_buf()),
         shipped_dir_label: None,
     };
-    let config = Config::load_with_env(&options, |_| None).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    EventBus::start(&config)
+    EventBus::start(&Config::load_with_env(&options, |_| None).unwrap())
 }
 
 fn start(bus: &Arc<EventBus>, options: ListenerOptions) -> Listener {
@@ -63,6 +57,24 @@ fn start(bus: &Arc<EventBus>, options: ListenerOptions) -> Listener {
         .block_on(startup)
         .expect("the listener connects");
     listener
+}
+
+/// A forwarder to `channel`, its queue shaped like the bus's publisher, once it connected.
+fn start_forwarder(pg: &Cluster, bus: &EventBus, channel: &str) -> Forwarder {
+    let publisher = bus.registry().get("shared.event_publisher").unwrap();
+    let like = publisher.info().as_ref().clone();
+    let (forwarder, startup) =
+        Forwarder::start(ForwardOptions::new(pg.url(), channel, &like)).unwrap();
+    fork::runtime_handle().block_on(startup).unwrap();
+    forwarder
+}
+
+/// Queues an encoded envelope for the forwarder to send; true when it entered the queue.
+fn queue_envelope(forwarder: &Forwarder, text: String) -> bool {
+    let sent = forwarder
+        .queue()
+        .send(Message::Value(Payload::String(text)));
+    sent.is_ok_and(|outcome| outcome.is_sent())
 }
 
 fn stop(listener: &Listener) {
@@ -532,16 +544,7 @@ fn forwarded_events_arrive_as_remote_events_with_their_payload_intact() {
     let pg = cluster_or_skip!();
     let bus = bus_with(100, 100);
     let listener = start(&bus, ListenerOptions::new(pg.url(), ["forwarded"]));
-    let like = bus
-        .registry()
-        .get("shared.event_publisher")
-        .unwrap()
-        .info()
-        .as_ref()
-        .clone();
-    let (forwarder, startup) =
-        Forwarder::start(ForwardOptions::new(pg.url(), "forwarded", &like)).unwrap();
-    fork::runtime_handle().block_on(startup).unwrap();
+    let forwarder = start_forwarder(pg, &bus, "forwarded");
     let payload = Payload::Hash(vec![
         (Key::Symbol("step_id".into()), Payload::Int(7)),
         (
@@ -553,12 +556,7 @@ fn forwarded_events_arrive_as_remote_events_with_their_payload_intact() {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for n in 0..10u64 {
         let text = envelope::encode("step.completed", n, EventSource::Ruby, at, &payload).unwrap();
-        let sent = forwarder
-            .queue()
-            .send(tasker_channels_core::event::Message::Value(
-                Payload::String(text),
-            ));
-        assert!(sent.unwrap().is_sent());
+        assert!(queue_envelope(&forwarder, text));
     }
     let events = collect_until(&bus, Duration::from_secs(10), |events| events.len() >= 10);
     for (n, event) in events.iter().enumerate() {
@@ -599,16 +597,7 @@ fn a_payload_at_the_notify_limit_goes_through_and_one_byte_more_is_refused_early
     let pg = cluster_or_skip!();
     let bus = bus_with(10, 10);
     let listener = start(&bus, ListenerOptions::new(pg.url(), ["limit"]));
-    let like = bus
-        .registry()
-        .get("shared.event_publisher")
-        .unwrap()
-        .info()
-        .as_ref()
-        .clone();
-    let (forwarder, startup) =
-        Forwarder::start(ForwardOptions::new(pg.url(), "limit", &like)).unwrap();
-    fork::runtime_handle().block_on(startup).unwrap();
+    let forwarder = start_forwarder(pg, &bus, "limit");
     // Find the largest blob the worst-case check accepts; it must really go through.
     let blob = |len| Payload::symbol_hash([("blob", Payload::String("x".repeat(len)))]);
     let mut len = 7_000;
@@ -619,11 +608,7 @@ fn a_payload_at_the_notify_limit_goes_through_and_one_byte_more_is_refused_early
     let text =
         envelope::encode("big", 1, EventSource::Ruby, SystemTime::now(), &blob(len)).unwrap();
     assert!(text.len() <= envelope::MAX_NOTIFY_PAYLOAD_BYTES);
-    let _ = forwarder
-        .queue()
-        .send(tasker_channels_core::event::Message::Value(
-            Payload::String(text),
-        ));
+    assert!(queue_envelope(&forwarder, text));
     let events = collect_until(&bus, Duration::from_secs(10), |events| !events.is_empty());
     assert_eq!(events[0].name, "big");
     assert_eq!(forwarder.stats().lost, 0);

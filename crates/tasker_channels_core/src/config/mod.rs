@@ -230,7 +230,6 @@ mod tests {
     use super::*;
     use crate::config::schema::CHANNELS;
     use crate::config::testing::TempDir;
-    use proptest::prelude::*;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -262,21 +261,11 @@ mod tests {
         config.channel(channel).unwrap().capacity
     }
 
-    /// Capacities of the shipped values table, in table order.
-    const TABLE_CHANNELS: [&str; 7] = [
-        "orchestration.command_processor",
-        "orchestration.event_listeners",
-        "task_readiness.event_channel",
-        "worker.command_processor",
-        "worker.in_process_events",
-        "shared.event_publisher",
-        "shared.ffi",
-    ];
-
+    /// Capacities in schema order, the order of the shipped values table.
     fn capacities(config: &Config) -> Vec<usize> {
-        TABLE_CHANNELS
+        CHANNELS
             .iter()
-            .map(|name| capacity(config, name))
+            .map(|schema| capacity(config, schema.name))
             .collect()
     }
 
@@ -741,78 +730,6 @@ mod tests {
         let errors = load_err(Some(""), None);
         let as_error: &dyn std::error::Error = &errors;
         assert!(as_error.to_string().contains("cannot name a folder"));
-    }
-
-    /// Lines that look like channel TOML, valid or not, to reach deep into validation.
-    fn tomlish_line() -> impl Strategy<Value = String> {
-        let key = prop::sample::select(vec![
-            "mpsc_channels",
-            "shared",
-            "ffi",
-            "overflow_policy",
-            "drop_policy",
-            "log_warning_threshold",
-            "notice_interval_ms",
-            "ruby_event_buffer_size",
-            "overflow",
-            "send_timeout_ms",
-            "task_readiness",
-            "event_channel",
-            "buffer_size",
-            "x",
-        ]);
-        let path = prop::collection::vec(key, 1..5).prop_map(|keys| keys.join("."));
-        let value = prop::sample::select(vec![
-            "0",
-            "1",
-            "-1",
-            "16777217",
-            "0.5",
-            "1",
-            "nan",
-            "\"drop\"",
-            "\"dropp\"",
-            "true",
-            "[1, 2]",
-            "{ a = 1 }",
-            "1979-05-27",
-            "\"",
-            "{",
-            "",
-        ]);
-        prop_oneof![
-            path.clone().prop_map(|p| format!("[{p}]")),
-            path.clone().prop_map(|p| format!("[[{p}]]")),
-            (path, value).prop_map(|(p, v)| format!("{p} = {v}")),
-            "[ -~]{0,20}",
-        ]
-    }
-
-    fn load_never_panics(dir: &TempDir, contents: &[u8]) {
-        dir.write("environments/test/mpsc_channels.toml", contents);
-        match Config::load_with_env(&options(Some("test"), Some(dir.path())), no_env) {
-            Ok(config) => assert_eq!(config.channels().len(), CHANNELS.len()),
-            Err(errors) => {
-                assert!(!errors.problems.is_empty());
-                let _ = errors.to_string();
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
-        #[test]
-        fn arbitrary_bytes_never_panic_the_loader(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let dir = TempDir::new();
-            load_never_panics(&dir, &bytes);
-        }
-
-        #[test]
-        fn tomlish_overrides_never_panic_the_loader(lines in prop::collection::vec(tomlish_line(), 0..12)) {
-            let dir = TempDir::new();
-            load_never_panics(&dir, lines.join("\n").as_bytes());
-        }
     }
 
     /// Where a problem is: file, key, line, column.

@@ -11,10 +11,8 @@
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -31,6 +29,7 @@ use super::listener::{DEFAULT_RECONNECT_FIRST_DELAY, DEFAULT_RECONNECT_MAX_DELAY
 use super::names::{InvalidChannel, PgChannel};
 use super::stats::{load, ForwarderCounters, ForwarderStats};
 use super::target::{PgError, Target};
+use super::FirstConnection;
 
 /// Events NOTIFYed per statement (one round trip, one transaction).
 pub const FORWARD_BATCH: usize = 256;
@@ -117,18 +116,7 @@ impl std::fmt::Debug for Forwarder {
 }
 
 /// Resolves once the forwarder's first connection is up (or failed: it has then ended).
-#[derive(Debug)]
-pub struct ForwardStartup(oneshot::Receiver<Result<(), ForwardError>>);
-
-impl Future for ForwardStartup {
-    type Output = Result<(), ForwardError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(ForwardError::Stopped)))
-    }
-}
+pub type ForwardStartup = FirstConnection<ForwardError>;
 
 impl Forwarder {
     /// Starts the forwarder's connection task; await the [`ForwardStartup`] to know it connected.
@@ -168,7 +156,7 @@ impl Forwarder {
                     finished: finished_rx,
                 }),
             },
-            ForwardStartup(startup_rx),
+            FirstConnection::new(startup_rx, || ForwardError::Stopped),
         ))
     }
 

@@ -36,6 +36,7 @@ use super::queue_usage::{self, SamplerSettings};
 use super::relay::{self, LISTENER_CHANNEL};
 use super::stats::{ListenerCounters, ListenerStats};
 use super::target::{is_invalid_utf8, FailureKind, PgConnection, PgError, Target};
+use super::FirstConnection;
 
 /// Distinct pending wake-ups a coalescing listener holds before it stops reading.
 pub const DEFAULT_COALESCE_LIMIT: usize = 1024;
@@ -156,18 +157,7 @@ impl std::fmt::Debug for Listener {
 
 /// Resolves once the first connection is up and LISTENing (or failed: the listener has then
 /// ended). A listener whose first connection fails does not retry.
-#[derive(Debug)]
-pub struct Startup(oneshot::Receiver<Result<(), ListenError>>);
-
-impl Future for Startup {
-    type Output = Result<(), ListenError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(ListenError::Stopped)))
-    }
-}
+pub type Startup = FirstConnection<ListenError>;
 
 /// A listen/unlisten in progress; resolves once the server confirmed it (or, while
 /// disconnected, once it is recorded for the reconnect).
@@ -241,7 +231,7 @@ impl Listener {
                     finished: finished_rx,
                 }),
             },
-            Startup(startup_rx),
+            FirstConnection::new(startup_rx, || ListenError::Stopped),
         ))
     }
 

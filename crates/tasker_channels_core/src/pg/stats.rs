@@ -239,14 +239,33 @@ pub struct ForwarderStats {
     pub last_error: Option<String>,
 }
 
+/// A family: name, kind, help, and how to read its value from one row of stats.
+type Family<S> = (&'static str, MetricKind, &'static str, fn(&S) -> f64);
+
+/// Writes each family's header, then one sample per row with that row's labels.
+fn write_families<S>(
+    out: &mut PrometheusText,
+    families: &[Family<S>],
+    rows: &[S],
+    labels: impl Fn(&S) -> Vec<(&'static str, String)>,
+) {
+    for (name, kind, help, field) in families {
+        out.family(name, *kind, help);
+        for row in rows {
+            let labels = labels(row);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.sample_f64(name, &labels, field(row));
+        }
+    }
+}
+
 /// Appends the listener and forwarder families (label `listener` or `forwarder`: the id).
 pub fn write_prometheus(
     out: &mut PrometheusText,
     listeners: &[ListenerStats],
     forwarders: &[ForwarderStats],
 ) {
-    type Field = fn(&ListenerStats) -> f64;
-    let listener_families: [(&str, MetricKind, &str, Field); 9] = [
+    let listener_families: [Family<ListenerStats>; 9] = [
         (
             "tasker_pg_notifications_received_total",
             MetricKind::Counter,
@@ -303,19 +322,14 @@ pub fn write_prometheus(
         ),
     ];
     if !listeners.is_empty() {
-        for (name, kind, help, field) in listener_families {
-            out.family(name, kind, help);
-            for stats in listeners {
-                let id = stats.id.to_string();
-                out.sample_f64(name, &[("listener", &id)], field(stats));
-            }
-        }
+        write_families(out, &listener_families, listeners, |stats| {
+            vec![("listener", stats.id.to_string())]
+        });
     }
     if forwarders.is_empty() {
         return;
     }
-    type ForwardField = fn(&ForwarderStats) -> f64;
-    let forwarder_families: [(&str, MetricKind, &str, ForwardField); 5] = [
+    let forwarder_families: [Family<ForwarderStats>; 5] = [
         (
             "tasker_pg_forwarded_total",
             MetricKind::Counter,
@@ -347,17 +361,12 @@ pub fn write_prometheus(
             |s| f64::from(u8::from(s.connected)),
         ),
     ];
-    for (name, kind, help, field) in forwarder_families {
-        out.family(name, kind, help);
-        for stats in forwarders {
-            let id = stats.id.to_string();
-            out.sample_f64(
-                name,
-                &[("forwarder", &id), ("pg_channel", &stats.channel)],
-                field(stats),
-            );
-        }
-    }
+    write_families(out, &forwarder_families, forwarders, |stats| {
+        vec![
+            ("forwarder", stats.id.to_string()),
+            ("pg_channel", stats.channel.clone()),
+        ]
+    });
 }
 
 pub(crate) fn load(counter: &AtomicU64) -> u64 {

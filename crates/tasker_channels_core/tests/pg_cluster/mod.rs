@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -131,14 +131,12 @@ impl Cluster {
     /// A cluster of its own, for tests that restart the server. Stopped at exit.
     pub fn start() -> Option<Cluster> {
         let bin = find_bin()?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let root = std::env::temp_dir().join(format!(
-            "tasker_pg_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000
-        ));
+        // Kept, not removed on drop: the exit hook stops the server first, then removes it.
+        let root = tempfile::Builder::new()
+            .prefix("tasker_pg_")
+            .tempdir()
+            .expect("create cluster dir")
+            .keep();
         let data = root.join("data");
         let socket_dir = root.join("sock");
         std::fs::create_dir_all(&data).expect("create data dir");
