@@ -119,7 +119,7 @@ mod tests {
     use super::*;
     use crate::channel::RecvWait;
     use crate::event::EventSource;
-    use crate::event_bus::testing::{config_with, publish, take_all, SMALL};
+    use crate::event_bus::testing::{publish, small_config, take_all};
     use crate::event_bus::FFI_CHANNEL;
     use crate::payload::Payload;
 
@@ -156,8 +156,7 @@ mod tests {
     }
 
     fn handle_in(process: &SimulatedProcess) -> BusHandle<&SimulatedProcess> {
-        let (config, _dir) = config_with(SMALL);
-        BusHandle::start_in(Arc::new(config), process)
+        BusHandle::start_in(Arc::new(small_config()), process)
     }
 
     #[test]

@@ -501,14 +501,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::testing::{config_with, publish, take_all, SMALL};
+    use super::testing::{publish, small_bus, take_all};
     use super::*;
     use crate::channel::SendErrorKind;
 
     #[test]
     fn a_published_event_reaches_the_dispatch_side_intact() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         let id = publish(&bus, 7).unwrap();
         let events = take_all(&bus, 1);
         assert_eq!(events[0].id, id);
@@ -520,8 +519,7 @@ mod tests {
 
     #[test]
     fn backpressure_is_bounded_and_loses_nothing() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         let mut accepted = Vec::new();
         let error = loop {
             match publish(&bus, accepted.len() as i64) {
@@ -547,8 +545,7 @@ mod tests {
 
     #[test]
     fn close_delivers_what_was_accepted_then_reports_closed() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         publish(&bus, 1).unwrap();
         publish(&bus, 2).unwrap();
         bus.close_intake();
@@ -568,8 +565,7 @@ mod tests {
 
     #[test]
     fn emit_reports_a_drop_when_the_publisher_is_full() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         // Fill the dispatch side so the publisher's forwarder cannot drain.
         let mut outcomes = Vec::new();
         for n in 0..32 {
@@ -592,8 +588,7 @@ mod tests {
 
     #[test]
     fn a_burst_up_to_capacity_is_accepted_before_any_dispatcher_runs() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         for seq in 0..4 {
             publish(&bus, seq).expect("a burst of up to capacity is always accepted");
         }
@@ -602,8 +597,7 @@ mod tests {
 
     #[test]
     fn events_by_reference_travel_through_shared_ffi_only() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         let held = EventRef {
             id: bus.next_id(),
             slot: 3,
@@ -619,8 +613,7 @@ mod tests {
 
     #[test]
     fn a_waiting_dispatcher_wakes_for_either_channel() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         let waiter = {
             let bus = Arc::clone(&bus);
             std::thread::spawn(move || {
@@ -647,8 +640,7 @@ mod tests {
 
     #[test]
     fn given_back_events_come_first_and_in_order() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         for seq in 0..4 {
             publish(&bus, seq).unwrap();
         }
@@ -670,8 +662,7 @@ mod tests {
 
     #[test]
     fn closing_wakes_idle_dispatchers_with_closed() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         let waiter = {
             let bus = Arc::clone(&bus);
             std::thread::spawn(move || bus.next_batch(16, RecvWait::forever()))

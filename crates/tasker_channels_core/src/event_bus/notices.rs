@@ -142,14 +142,13 @@ mod tests {
 
     use crate::channel::RecvWait;
     use crate::event::EventSource;
-    use crate::event_bus::testing::{config_with, events, publish, SMALL};
-    use crate::event_bus::{EventBus, FFI_CHANNEL};
+    use crate::event_bus::testing::{events, publish, small_bus};
+    use crate::event_bus::FFI_CHANNEL;
     use crate::payload::Payload;
 
     #[test]
     fn monitor_notices_become_rust_events_once_per_overflow_episode() {
-        let (config, _dir) = config_with(SMALL);
-        let bus = EventBus::start(&config);
+        let bus = small_bus();
         // Overflow shared.ffi many times; only one channel.overflow for it until it recovers.
         for n in 0..200 {
             let _ = publish(&bus, n);

@@ -2,6 +2,7 @@
 //!
 //! It must never be compiled outside tests.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::EventBus;
@@ -11,18 +12,7 @@ use crate::config::{Config, LoadOptions};
 use crate::event::{Event, EventSource, Message};
 use crate::payload::Payload;
 
-pub(super) fn config_with(overrides: &str) -> (Config, TempDir) {
-    let dir = TempDir::new();
-    dir.write("environments/test/mpsc_channels.toml", overrides);
-    let options = LoadOptions {
-        environment: Some("test".into()),
-        config_dir: Some(dir.path().to_path_buf()),
-        shipped_dir_label: None,
-    };
-    (Config::load_with_env(&options, |_| None).unwrap(), dir)
-}
-
-pub(super) const SMALL: &str = r#"
+const SMALL: &str = r#"
 [mpsc_channels.shared.ffi]
 ruby_event_buffer_size = 4
 [mpsc_channels.worker.in_process_events]
@@ -30,6 +20,24 @@ broadcast_buffer_size = 4
 [mpsc_channels.shared.event_publisher]
 event_queue_buffer_size = 2
 "#;
+
+/// The test configuration with small buffers: 4 events in `shared.ffi` and on the dispatch
+/// side, 2 in `shared.event_publisher`, so backpressure shows quickly.
+pub(super) fn small_config() -> Config {
+    let dir = TempDir::new();
+    dir.write("environments/test/mpsc_channels.toml", SMALL);
+    let options = LoadOptions {
+        environment: Some("test".into()),
+        config_dir: Some(dir.path().to_path_buf()),
+        shipped_dir_label: None,
+    };
+    Config::load_with_env(&options, |_| None).unwrap()
+}
+
+/// A bus started on [`small_config`].
+pub(super) fn small_bus() -> Arc<EventBus> {
+    EventBus::start(&small_config())
+}
 
 pub(super) fn publish(bus: &EventBus, seq: i64) -> Result<u64, SendError<Message>> {
     let event = bus
