@@ -10,7 +10,6 @@
 //! plus one batch.
 
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +28,7 @@ use super::listener::{DEFAULT_RECONNECT_FIRST_DELAY, DEFAULT_RECONNECT_MAX_DELAY
 use super::names::{InvalidChannel, PgChannel};
 use super::stats::{load, ForwarderCounters, ForwarderStats};
 use super::target::{PgError, Target};
+use super::task::TaskControl;
 use super::FirstConnection;
 
 /// Events NOTIFYed per statement (one round trip, one transaction).
@@ -88,11 +88,6 @@ pub enum ForwardError {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-struct Handle {
-    stop: watch::Sender<bool>,
-    finished: watch::Receiver<bool>,
-}
-
 /// A running forwarder. Offer encoded events with `queue().send_with(...)` carrying
 /// `Message::Value(Payload::String(envelope))`. Dropping it stops it without waiting; in a
 /// forked child it is inert (its task and connection are the parent's).
@@ -102,8 +97,7 @@ pub struct Forwarder {
     channel: PgChannel,
     queue: MonitoredChannel<Message>,
     counters: Arc<ForwarderCounters>,
-    generation: u64,
-    handle: ManuallyDrop<Handle>,
+    control: TaskControl,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -150,11 +144,7 @@ impl Forwarder {
                 channel,
                 queue,
                 counters,
-                generation: fork::generation(),
-                handle: ManuallyDrop::new(Handle {
-                    stop: stop_tx,
-                    finished: finished_rx,
-                }),
+                control: TaskControl::new(stop_tx, finished_rx, ()),
             },
             FirstConnection::new(startup_rx, || ForwardError::Stopped),
         ))
@@ -182,7 +172,7 @@ impl Forwarder {
 
     /// True in a forked child.
     pub fn is_stale(&self) -> bool {
-        self.generation != fork::generation()
+        self.control.is_stale()
     }
 
     /// Whether its connection is up now.
@@ -192,7 +182,7 @@ impl Forwarder {
 
     /// Whether it has been stopped.
     pub fn is_stopped(&self) -> bool {
-        self.is_stale() || *self.handle.finished.borrow()
+        self.control.is_finished()
     }
 
     /// Counts an event refused for size before it reached the queue.
@@ -208,20 +198,12 @@ impl Forwarder {
     /// Stops now: what is still queued is counted as lost.
     pub fn stop(&self) {
         self.queue.close();
-        if !self.is_stale() {
-            self.handle.stop.send_replace(true);
-        }
+        self.control.request_stop();
     }
 
     /// Resolves once the task has ended and its connection is closed.
     pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut finished = self.handle.finished.clone();
-        let stale = self.is_stale();
-        async move {
-            if !stale {
-                let _ = finished.wait_for(|done| *done).await;
-            }
-        }
+        self.control.finished()
     }
 
     /// Its counters now.
@@ -254,13 +236,11 @@ impl Forwarder {
 }
 
 impl Drop for Forwarder {
+    /// Stops now (the control then stops the task); in a forked child, touches nothing.
     fn drop(&mut self) {
-        if self.is_stale() {
-            return;
+        if !self.is_stale() {
+            self.stop();
         }
-        self.stop();
-        // SAFETY: dropped once, here, and never used again.
-        unsafe { ManuallyDrop::drop(&mut self.handle) };
     }
 }
 

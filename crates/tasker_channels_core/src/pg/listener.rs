@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use super::queue_usage::{self, SamplerSettings};
 use super::relay::{self, LISTENER_CHANNEL};
 use super::stats::{ListenerCounters, ListenerStats};
 use super::target::{is_invalid_utf8, FailureKind, PgConnection, PgError, Target};
+use super::task::TaskControl;
 use super::FirstConnection;
 
 /// Distinct pending wake-ups a coalescing listener holds before it stops reading.
@@ -129,12 +129,6 @@ enum Command {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-struct Handle {
-    commands: mpsc::Sender<Command>,
-    stop: watch::Sender<bool>,
-    finished: watch::Receiver<bool>,
-}
-
 /// A running listener. Dropping it stops it (without waiting); in a forked child it is
 /// inert: its task lived in the parent, and the child never touches the parent's connection.
 pub struct Listener {
@@ -142,8 +136,9 @@ pub struct Listener {
     target: String,
     coalesce_limit: Option<usize>,
     counters: Arc<ListenerCounters>,
-    generation: u64,
-    handle: ManuallyDrop<Handle>,
+    /// Stops the task when dropped; in a forked child, leaks its controls, since their locks
+    /// may have been held by a thread that no longer exists.
+    control: TaskControl<mpsc::Sender<Command>>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -224,12 +219,7 @@ impl Listener {
                 target: target.describe().to_owned(),
                 coalesce_limit,
                 counters,
-                generation: fork::generation(),
-                handle: ManuallyDrop::new(Handle {
-                    commands: commands_tx,
-                    stop: stop_tx,
-                    finished: finished_rx,
-                }),
+                control: TaskControl::new(stop_tx, finished_rx, commands_tx),
             },
             FirstConnection::new(startup_rx, || ListenError::Stopped),
         ))
@@ -247,7 +237,7 @@ impl Listener {
 
     /// True in a forked child: the task and its connection belong to the parent.
     pub fn is_stale(&self) -> bool {
-        self.generation != fork::generation()
+        self.control.is_stale()
     }
 
     /// The PostgreSQL channels it listens on now.
@@ -266,7 +256,7 @@ impl Listener {
 
     /// Whether it has been stopped.
     pub fn is_stopped(&self) -> bool {
-        self.is_stale() || *self.handle.finished.borrow()
+        self.control.is_finished()
     }
 
     /// Its counters now.
@@ -310,7 +300,7 @@ impl Listener {
         if self.is_stale() {
             return Box::pin(async { Err(ListenError::Stopped) });
         }
-        let commands = self.handle.commands.clone();
+        let commands = self.control.extra().clone();
         let (reply_tx, reply_rx) = oneshot::channel();
         let command = build(reply_tx);
         Box::pin(async move {
@@ -325,33 +315,12 @@ impl Listener {
     /// Asks the task to stop: it closes its connections (the one hand-over in progress, if
     /// any, is abandoned). Does not wait; see [`stopped`](Self::stopped).
     pub fn stop(&self) {
-        if !self.is_stale() {
-            self.handle.stop.send_replace(true);
-        }
+        self.control.request_stop();
     }
 
     /// Resolves once the task has ended and its connections are closed.
     pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut finished = self.handle.finished.clone();
-        let stale = self.is_stale();
-        async move {
-            if !stale {
-                let _ = finished.wait_for(|done| *done).await;
-            }
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if self.is_stale() {
-            // The parent's task is gone here; its channels' locks may have been held by a
-            // thread that no longer exists. Leak them.
-            return;
-        }
-        self.handle.stop.send_replace(true);
-        // SAFETY: dropped once, here, and never used again.
-        unsafe { ManuallyDrop::drop(&mut self.handle) };
+        self.control.finished()
     }
 }
 

@@ -60,12 +60,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::sync::oneshot;
-
 pub(crate) mod backoff;
 pub(crate) mod coalesce;
 pub mod envelope;
@@ -76,37 +70,14 @@ pub(crate) mod queue_usage;
 pub mod relay;
 pub mod stats;
 pub mod target;
+mod task;
 
 pub use forward::{ForwardError, ForwardOptions, Forwarder};
 pub use listener::{ListenError, Listener, ListenerOptions, ORIGIN_KEY};
 pub use names::{event_name_for, PgChannel};
 pub use stats::{ForwarderStats, ListenerStats};
 pub use target::{FailureKind, PgError};
-
-/// Resolves once a task's first connection is up, or failed (the task has then ended); a
-/// task that ended without saying reports its `stopped` error.
-#[derive(Debug)]
-pub struct FirstConnection<E> {
-    reply: oneshot::Receiver<Result<(), E>>,
-    stopped: fn() -> E,
-}
-
-impl<E> FirstConnection<E> {
-    pub(crate) fn new(reply: oneshot::Receiver<Result<(), E>>, stopped: fn() -> E) -> Self {
-        FirstConnection { reply, stopped }
-    }
-}
-
-impl<E> Future for FirstConnection<E> {
-    type Output = Result<(), E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let stopped = self.stopped;
-        Pin::new(&mut self.reply)
-            .poll(cx)
-            .map(|result| result.unwrap_or_else(|_| Err(stopped())))
-    }
-}
+pub use task::FirstConnection;
 
 /// Resolves once `stop` turns true or its sender is gone. The watch guard is released before
 /// this returns, so the future stays `Send` across later awaits.
