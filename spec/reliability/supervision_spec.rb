@@ -107,6 +107,57 @@ RSpec.describe "Supervised delivery and honest shutdown" do
       expect(identity_holds?(stats)).to be(true)
     end
 
+    it "keeps the identity in every snapshot taken while publishers, an emitter and dispatchers run" do
+      runtime = channel_runtime({ "shared.ffi" => { capacity: 64 }, "worker.in_process_events" => { capacity: 16 } },
+                                dispatch: :manual)
+      runtime.subscribe("load.matched") { |_name, _payload| nil }
+      runtime.start(threads: 2)
+      publishers = Array.new(3) do |t|
+        Thread.new do
+          600.times do |n|
+            runtime.publish(n.even? ? "load.matched" : "load.unmatched", { t: t, n: n })
+          rescue Tasker::Backpressure
+            Thread.pass
+            retry
+          end
+        end
+      end
+      Tasker::Channels::Testing.emit_from_rust(runtime, "load.matched", { rust: true }, count: 2_000)
+      snapshots = []
+      snapshots << runtime.event_stats while publishers.any?(&:alive?) || snapshots.size < 200
+      publishers.each(&:join)
+      expect(Tasker::Channels::Testing.drain(runtime, timeout: 20)).to be(true)
+      snapshots << runtime.event_stats
+
+      broken = snapshots.reject { |stats| identity_holds?(stats) && stats[:pending] >= 0 }
+      expect(broken.first(3)).to eq([])
+      %i[published emitted delivered unmatched].each do |counter|
+        expect(snapshots.each_cons(2).all? { |a, b| a[counter] <= b[counter] }).to be(true), "#{counter} went back"
+      end
+      expect(snapshots.last).to include(published: 1_800, pending: 0)
+      expect(snapshots.last[:emitted]).to be >= 2_000
+    end
+
+    it "counts Rust events that drop_oldest evicted from shared.event_publisher as undelivered" do
+      runtime = channel_runtime({ "shared.event_publisher" => { capacity: 2, overflow: "drop_oldest" },
+                                  "worker.in_process_events" => { capacity: 2, overflow: "block" } })
+      runtime.subscribe("evicted.*") { |_name, _payload| nil }
+      # No dispatcher yet: the dispatch side fills, the forwarder waits, and each emit into the
+      # full publisher buffer evicts the oldest accepted one.
+      ids = Array.new(12) { |n| runtime.emit("evicted.event", { n: n }) }
+      expect(ids).to all(be_a(Integer))
+      stats = runtime.event_stats
+      expect(stats[:emitted]).to be >= 12
+      expect(stats[:undelivered]).to be >= 12 - 5
+      expect(identity_holds?(stats)).to be(true)
+      # Draining makes room, and the monitor says so with channel.* notices of its own.
+      expect(eventually { Tasker::Channels::Testing.drain(runtime, timeout: 5) && runtime.event_stats[:pending].zero? })
+        .to be(true)
+      stats = runtime.event_stats
+      expect(stats[:delivered] + stats[:unmatched] + stats[:undelivered]).to eq(stats[:emitted])
+      expect(identity_holds?(stats)).to be(true)
+    end
+
     it "counts Rust events the dispatch side's drop policy discarded as undelivered" do
       dir = Dir.mktmpdir
       FileUtils.mkdir_p(File.join(dir, "environments/test"))

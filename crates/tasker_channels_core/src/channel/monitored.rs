@@ -192,6 +192,11 @@ impl<T> MonitoredChannel<T> {
         }
     }
 
+    /// How many queued messages `drop_oldest` has discarded to make room, so far.
+    pub fn evicted(&self) -> u64 {
+        self.shared.metrics.evicted()
+    }
+
     /// This channel's row of `stats`.
     pub fn stats(&self) -> ChannelStats {
         self.sample().stats

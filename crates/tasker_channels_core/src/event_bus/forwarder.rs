@@ -76,7 +76,7 @@ pub(super) async fn forward_rust_events(
             match to.send_async(message).await {
                 Ok(SendOutcome::Sent) => dispatch.doorbell.notify_one(),
                 Ok(SendOutcome::Dropped) | Err(_) => {
-                    counters.undelivered_dropped.fetch_add(1, Ordering::Relaxed);
+                    counters.undelivered_dropped.fetch_add(1, Ordering::Release);
                 }
             }
         }

@@ -440,15 +440,16 @@ impl EventBus {
         self.counters
             .in_flight
             .fetch_sub(delivered + unmatched, Ordering::Relaxed);
+        // Release: a snapshot that sees these settled counts sees the acceptances before them.
         self.counters
             .delivered
-            .fetch_add(delivered, Ordering::Relaxed);
+            .fetch_add(delivered, Ordering::Release);
         self.counters
             .handler_errors
             .fetch_add(handler_errors, Ordering::Relaxed);
         self.counters
             .unmatched
-            .fetch_add(unmatched, Ordering::Relaxed);
+            .fetch_add(unmatched, Ordering::Release);
     }
 
     /// Stops accepting: publishers (waiting ones too) get `Closed`. What was accepted still

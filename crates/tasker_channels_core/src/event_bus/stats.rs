@@ -23,12 +23,13 @@ pub struct EventStats {
     pub unmatched: u64,
     /// Subscriber calls that raised.
     pub handler_errors: u64,
-    /// Accepted Rust events that `worker.in_process_events`' own policy discarded on the way
-    /// to the dispatchers: they will never be delivered. (Ruby events are never discarded.)
+    /// Accepted Rust events discarded on the way to the dispatchers, so never delivered:
+    /// by `worker.in_process_events`' own policy, or evicted from `shared.event_publisher`
+    /// by its `drop_oldest`. (Ruby events are never discarded.)
     pub undelivered_dropped: u64,
-    /// Accepted and not yet delivered: queued on the bus, or taken by a dispatcher that has
-    /// not finished with it. `published + emitted == delivered + unmatched +
-    /// undelivered_dropped + pending` whenever no event is moving.
+    /// Accepted and not yet settled (delivered, unmatched or undelivered): queued on the
+    /// bus, or taken by a dispatcher that has not finished with it. Every snapshot keeps
+    /// `published + emitted == delivered + unmatched + undelivered_dropped + pending`.
     pub pending: u64,
 }
 /// The live counterparts of [`EventStats`], shared by the bus, its forwarder and the
@@ -45,22 +46,51 @@ pub(super) struct Counters {
     pub(super) in_flight: AtomicU64,
 }
 
+/// How many times [`EventBus::stats`] reads again when it caught an accepting thread
+/// between its send and its count; that thread only has to be scheduled once meanwhile.
+const MAX_REREADS: u32 = 1_000;
+
 impl EventBus {
-    /// The bus's event counters now.
+    /// The bus's event counters, read as one snapshot in which the accounting identity
+    /// holds exactly, however busy the bus is.
+    ///
+    /// Settled counts are read first and accepted counts after them. An event is settled
+    /// only after it was accepted, so the accepted counts read later include every settled
+    /// event, and `pending` is their difference: what was accepted and not yet settled. The
+    /// one window is an accepting thread that has made its event visible but not counted it
+    /// yet (Rust emitters count right after their send); a snapshot that catches one is
+    /// read again once that count lands, a few instructions later.
     pub fn stats(&self) -> EventStats {
         let c = &self.counters;
-        EventStats {
-            published: c.published.load(Ordering::Relaxed),
-            emitted: c.emitted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            unmatched: c.unmatched.load(Ordering::Relaxed),
-            handler_errors: c.handler_errors.load(Ordering::Relaxed),
-            undelivered_dropped: c.undelivered_dropped.load(Ordering::Relaxed),
-            pending: self.pending(),
+        let mut rereads = 0;
+        loop {
+            let delivered = c.delivered.load(Ordering::Acquire);
+            let unmatched = c.unmatched.load(Ordering::Acquire);
+            let undelivered_dropped =
+                c.undelivered_dropped.load(Ordering::Acquire) + self.publisher.evicted();
+            let published = c.published.load(Ordering::Acquire);
+            let emitted = c.emitted.load(Ordering::Acquire);
+            let settled = delivered + unmatched + undelivered_dropped;
+            let accepted = published + emitted;
+            if accepted >= settled || rereads == MAX_REREADS {
+                return EventStats {
+                    published,
+                    emitted,
+                    delivered,
+                    unmatched,
+                    handler_errors: c.handler_errors.load(Ordering::Relaxed),
+                    undelivered_dropped,
+                    pending: accepted.saturating_sub(settled),
+                };
+            }
+            rereads += 1;
+            std::thread::yield_now();
         }
     }
 
-    /// Accepted events not yet delivered: queued anywhere on the bus or held by a dispatcher.
+    /// Accepted events not yet settled, counted where they are: queued anywhere on the bus
+    /// or held by a dispatcher. Unlike [`stats`](Self::stats)' figure this reads the
+    /// queues, so it is the one that says whether anything is left to deliver.
     pub fn pending(&self) -> u64 {
         let queued = self.ffi.len()
             + self.publisher.len()

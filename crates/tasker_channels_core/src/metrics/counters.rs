@@ -131,6 +131,11 @@ impl ChannelMetrics {
         }
     }
 
+    /// How many queued messages `drop_oldest` has discarded so far.
+    pub fn evicted(&self) -> u64 {
+        self.overflow.0.evicted.load(Acquire)
+    }
+
     /// The most messages ever seen queued at once.
     pub fn high_water_mark(&self) -> usize {
         self.high_water_mark.0.load(Relaxed)
