@@ -196,14 +196,17 @@ impl EventBus {
 
     /// Offers a prepared event to `shared.ffi` with the caller's wait (see [`SendWait`]);
     /// the event comes back inside the error when refused, so a sliced wait can retry it.
-    pub fn publish_prepared(
-        &self,
-        event: Event,
-        wait: SendWait<'_>,
-    ) -> Result<u64, SendError<Message>> {
+    /// Should `shared.ffi` be configured `drop`, a discarded event is
+    /// [`PublishError::Dropped`].
+    pub fn publish_prepared(&self, event: Event, wait: SendWait<'_>) -> Result<u64, PublishError> {
         let id = event.id;
-        self.publish_message(Message::Event(Box::new(event)), wait)
-            .map(|()| id)
+        match self.offer_to_ffi(Message::Event(Box::new(event)), wait)? {
+            SendOutcome::Sent => Ok(id),
+            SendOutcome::Dropped => Err(PublishError::Dropped {
+                channel: self.ffi.name().to_owned(),
+                capacity: self.ffi.capacity(),
+            }),
+        }
     }
 
     /// Offers an event published by reference to `shared.ffi` (see [`EventRef`]). The
@@ -215,30 +218,30 @@ impl EventBus {
         event: EventRef,
         wait: SendWait<'_>,
     ) -> Result<u64, SendError<Message>> {
-        self.publish_message(Message::Ref(event), wait)
-            .map(|()| event.id)
-    }
-
-    #[inline]
-    fn publish_message(
-        &self,
-        message: Message,
-        wait: SendWait<'_>,
-    ) -> Result<(), SendError<Message>> {
-        match self.ffi.send_with(message, wait)? {
-            SendOutcome::Sent => {
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                self.dispatch.doorbell.notify_one();
-                Ok(())
-            }
+        match self.offer_to_ffi(Message::Ref(event), wait)? {
+            SendOutcome::Sent => Ok(event.id),
             // shared.ffi is configured "error" by default; should someone configure it
-            // "drop", the publisher is still told.
+            // "drop", the publisher is still told, and gets its reference back.
             SendOutcome::Dropped => Err(SendError::new(
                 SendErrorKind::Full,
-                Message::Value(Payload::Nil),
+                Message::Ref(event),
                 self.ffi.info(),
             )),
         }
+    }
+
+    #[inline]
+    fn offer_to_ffi(
+        &self,
+        message: Message,
+        wait: SendWait<'_>,
+    ) -> Result<SendOutcome, SendError<Message>> {
+        let outcome = self.ffi.send_with(message, wait)?;
+        if let SendOutcome::Sent = outcome {
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+            self.dispatch.doorbell.notify_one();
+        }
+        Ok(outcome)
     }
 
     /// The FFI buffer, for counting a sliced publish's final failure.
@@ -502,7 +505,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::testing::{publish, small_bus, take_all};
+    use super::testing::{publish, small_bus, take_all, test_config};
     use super::*;
     use crate::channel::SendErrorKind;
 
@@ -525,7 +528,8 @@ mod tests {
         let error = loop {
             match publish(&bus, accepted.len() as i64) {
                 Ok(_) => accepted.push(accepted.len() as i64),
-                Err(error) => break error,
+                Err(PublishError::Refused(error)) => break error,
+                Err(other) => panic!("expected a refusal, got {other}"),
             }
             assert!(accepted.len() < 1000, "publish never pushed back");
         };
@@ -550,7 +554,10 @@ mod tests {
         publish(&bus, 1).unwrap();
         publish(&bus, 2).unwrap();
         bus.close_intake();
-        assert_eq!(publish(&bus, 3).unwrap_err().kind(), SendErrorKind::Closed);
+        assert!(matches!(
+            publish(&bus, 3),
+            Err(PublishError::Refused(refused)) if refused.kind() == SendErrorKind::Closed
+        ));
         let events = take_all(&bus, 2);
         assert_eq!(events.len(), 2);
         let deadline = Some(Instant::now() + Duration::from_secs(10));
@@ -609,6 +616,32 @@ mod tests {
         let deadline = Some(Instant::now() + Duration::from_secs(5));
         let batch = bus.next_batch(16, RecvWait::deadline(deadline)).unwrap();
         assert_eq!(batch, vec![Message::Ref(held)]);
+        assert_eq!(bus.stats().published, 1);
+    }
+
+    #[test]
+    fn a_drop_policy_on_shared_ffi_refuses_with_the_publishers_own_event() {
+        let bus = EventBus::start(&test_config(
+            "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 1\noverflow = \"drop\"\n",
+        ));
+        let event_ref = |slot| EventRef {
+            id: bus.next_id(),
+            slot,
+            published_at: SystemTime::now(),
+        };
+        bus.publish_ref(event_ref(0), SendWait::policy()).unwrap();
+        let second = event_ref(1);
+        let refused = bus.publish_ref(second, SendWait::policy()).unwrap_err();
+        assert_eq!(refused.kind(), SendErrorKind::Full);
+        assert_eq!(refused.into_inner(), Message::Ref(second));
+
+        let prepared = bus
+            .prepare("dropped.event", Payload::Nil, EventSource::Ruby)
+            .unwrap();
+        assert!(matches!(
+            bus.publish_prepared(prepared, SendWait::policy()),
+            Err(PublishError::Dropped { capacity: 1, .. })
+        ));
         assert_eq!(bus.stats().published, 1);
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::EventBus;
-use crate::channel::{RecvWait, SendError, SendWait};
+use super::PublishError;
+use crate::channel::{RecvWait, SendWait};
 use crate::config::testing::TempDir;
 use crate::config::{Config, LoadOptions};
 use crate::event::{Event, EventSource, Message};
@@ -24,8 +25,13 @@ event_queue_buffer_size = 2
 /// The test configuration with small buffers: 4 events in `shared.ffi` and on the dispatch
 /// side, 2 in `shared.event_publisher`, so backpressure shows quickly.
 pub(super) fn small_config() -> Config {
+    test_config(SMALL)
+}
+
+/// The `test` environment with `overrides` as its `mpsc_channels.toml`.
+pub(super) fn test_config(overrides: &str) -> Config {
     let dir = TempDir::new();
-    dir.write("environments/test/mpsc_channels.toml", SMALL);
+    dir.write("environments/test/mpsc_channels.toml", overrides);
     let options = LoadOptions {
         environment: Some("test".into()),
         config_dir: Some(dir.path().to_path_buf()),
@@ -39,7 +45,7 @@ pub(super) fn small_bus() -> Arc<EventBus> {
     EventBus::start(&small_config())
 }
 
-pub(super) fn publish(bus: &EventBus, seq: i64) -> Result<u64, SendError<Message>> {
+pub(super) fn publish(bus: &EventBus, seq: i64) -> Result<u64, PublishError> {
     let event = bus
         .prepare("load.event", Payload::Int(seq), EventSource::Ruby)
         .unwrap();

@@ -25,9 +25,10 @@ pub struct ChannelStats {
     pub usage_percent: f64,
     /// The most messages ever queued at once.
     pub high_water_mark: usize,
-    /// What a send does when the channel is full.
-    #[serde(serialize_with = "serialize_policy")]
-    pub policy: OverflowPolicy,
+    /// What a send does when the channel is full (reported as `policy`, the name Ruby's
+    /// `stats` and the JSON output have always used).
+    #[serde(rename = "policy", serialize_with = "serialize_policy")]
+    pub overflow: OverflowPolicy,
     /// Messages that entered the channel.
     pub sent: u64,
     /// Messages taken out by receivers.
@@ -75,7 +76,7 @@ impl ChannelSample {
         channel: &str,
         component: &str,
         capacity: usize,
-        policy: OverflowPolicy,
+        overflow: OverflowPolicy,
         metrics: MetricsSnapshot,
     ) -> Self {
         let length = metrics.length;
@@ -86,7 +87,7 @@ impl ChannelSample {
             length,
             usage_percent: usage_percent(length, capacity),
             high_water_mark: metrics.high_water_mark,
-            policy,
+            overflow,
             sent: metrics.sent,
             received: metrics.received,
             dropped: metrics.dropped,

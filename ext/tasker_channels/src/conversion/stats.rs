@@ -40,7 +40,7 @@ pub fn channel_stats_to_ruby(ruby: &Ruby, row: &ChannelStats) -> Result<RHash, E
             ("length", row.length.into_value_with(ruby)),
             ("usage_percent", row.usage_percent.into_value_with(ruby)),
             ("high_water_mark", row.high_water_mark.into_value_with(ruby)),
-            ("policy", row.policy.as_str().into_value_with(ruby)),
+            ("policy", row.overflow.as_str().into_value_with(ruby)),
         ],
         [
             ("sent", row.sent),
