@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use magnus::{method, prelude::*, Error, RModule, Ruby, Value};
-use tasker_channels_core::event_bus::{FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL};
+use tasker_channels_core::event_bus::{
+    BusHandle, FFI_CHANNEL, IN_PROCESS_CHANNEL, PUBLISHER_CHANNEL,
+};
 use tasker_channels_core::{Message, MonitoredChannel, OverflowPolicy, SendErrorKind, SendOutcome};
 
 use crate::conversion;
 use crate::errors::{closed_error, guard, send_error_to_ruby};
 use crate::gvl::deadline_from_seconds;
-use crate::runtime::BusHandle;
 use crate::waiting::{self, Received};
 
 #[magnus::wrap(class = "Tasker::Channels::Channel", free_immediately, size)]

@@ -17,8 +17,14 @@ use tasker_channels_core::{EventBus, EventSource, Message};
 
 use crate::conversion::event::{self as event_object, EventFields};
 use crate::conversion::payload as payload_conversion;
-use crate::runtime::State;
-use crate::subscribers::{List, Shape};
+use crate::slot_table::{self, SlotTable};
+use crate::subscribers::{List, Shape, Subscribers};
+
+/// What delivering needs of its runtime: where published payloads wait, and who subscribed.
+pub struct Tables<'a> {
+    pub slots: &'a SlotTable,
+    pub subscribers: &'a Subscribers,
+}
 
 #[derive(Default)]
 struct Counts {
@@ -48,12 +54,12 @@ struct LastMatch {
 /// unwind the undelivered rest goes back to the bus and the unwind is returned.
 pub fn deliver(
     ruby: &Ruby,
-    state: &State,
+    state: &Tables<'_>,
     runtime: Value,
     bus: &EventBus,
     batch: Vec<Message>,
 ) -> Result<usize, Error> {
-    let bus_key = state.bus_key(bus);
+    let bus_key = slot_table::bus_key(bus);
     let mut counts = Counts::default();
     let mut cursor = Cursor {
         list: state.subscribers.load(),
@@ -96,7 +102,7 @@ struct Unwind {
 /// happens: an event is never delivered twice.
 fn deliver_one(
     ruby: &Ruby,
-    state: &State,
+    state: &Tables<'_>,
     runtime: Value,
     bus_key: usize,
     cursor: &mut Cursor,
@@ -149,7 +155,7 @@ fn deliver_one(
 
 fn run_handlers(
     ruby: &Ruby,
-    state: &State,
+    state: &Tables<'_>,
     runtime: Value,
     cursor: &mut Cursor,
     fields: &EventFields,

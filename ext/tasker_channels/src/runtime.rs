@@ -18,7 +18,7 @@ use magnus::{
     RModule, RString, Ruby, Symbol, TypedData, Value,
 };
 use rb_sys::VALUE;
-pub(crate) use tasker_channels_core::event_bus::BusHandle;
+use tasker_channels_core::event_bus::BusHandle;
 use tasker_channels_core::event_bus::PUBLISHER_CHANNEL;
 use tasker_channels_core::{
     EventBus, EventRef, Message, OverflowPolicy, Pattern, PublishError, SendError, SendWait,
@@ -33,7 +33,7 @@ use crate::errors::{backpressure, guard, send_error_to_ruby, tasker_error};
 use crate::gvl::deadline_from_seconds;
 use crate::names::NameCache;
 use crate::refusal::FullBuffer;
-use crate::slot_table::SlotTable;
+use crate::slot_table::{self, SlotTable};
 use crate::subscribers::{Selector, Shape, Subscribers};
 use crate::waiting::{self, Received};
 
@@ -57,8 +57,8 @@ fn register_live(handle: &Arc<BusHandle>) {
 /// What a set-up runtime holds.
 pub struct State {
     handle: Arc<BusHandle>,
-    pub slots: SlotTable,
-    pub subscribers: Subscribers,
+    slots: SlotTable,
+    subscribers: Subscribers,
     names: NameCache,
     full_ffi: FullBuffer,
     /// The bus `publish` last used: a different one means this process is a fork child
@@ -68,9 +68,16 @@ pub struct State {
 }
 
 impl State {
-    /// Identifies `bus` for the slot table (a forked child's bus is a different one).
-    pub fn bus_key(&self, bus: &EventBus) -> usize {
-        bus as *const EventBus as usize
+    /// How many published events the slot table holds right now.
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.occupied()
+    }
+
+    fn tables(&self) -> dispatch::Tables<'_> {
+        dispatch::Tables {
+            slots: &self.slots,
+            subscribers: &self.subscribers,
+        }
     }
 }
 
@@ -214,7 +221,7 @@ impl Runtime {
                 payload.freeze();
             }
             let bus = state.handle.current();
-            let bus_key = state.bus_key(&bus);
+            let bus_key = slot_table::bus_key(&bus);
             if state.last_bus.swap(bus_key, Ordering::Relaxed) != bus_key {
                 // A forked child no Ruby hook told about: restart what the parent ran here.
                 let _: Value = self_value.funcall("after_fork_in_child", ())?;
@@ -301,7 +308,7 @@ impl Runtime {
             match waiting::receive(deadline, |wait| bus.next_batch(BATCH_SIZE, wait))? {
                 Received::Got(batch) => {
                     let delivered =
-                        dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
+                        dispatch::deliver(ruby, &state.tables(), rb_self.as_value(), &bus, batch)?;
                     Ok(ruby.integer_from_u64(delivered as u64).as_value())
                 }
                 Received::TimedOut => Ok(ruby.integer_from_i64(0).as_value()),
@@ -320,7 +327,7 @@ impl Runtime {
                 let bus = state.handle.bus();
                 match waiting::receive(None, |wait| bus.next_batch(BATCH_SIZE, wait))? {
                     Received::Got(batch) => {
-                        dispatch::deliver(ruby, state, rb_self.as_value(), &bus, batch)?;
+                        dispatch::deliver(ruby, &state.tables(), rb_self.as_value(), &bus, batch)?;
                     }
                     Received::TimedOut => {}
                     Received::Closed => return Ok(()),

@@ -10,8 +10,15 @@
 
 use magnus::rb_sys::{AsRawValue, FromRawValue};
 use magnus::{gc, prelude::*, value::Opaque, RArray, Ruby, Value};
+use tasker_channels_core::EventBus;
 
 use crate::gvl_cell::GvlCell;
+
+/// Identifies `bus` for the slot table: each slot remembers the bus it was held for, and a
+/// forked child's bus is a different one.
+pub fn bus_key(bus: &EventBus) -> usize {
+    bus as *const EventBus as usize
+}
 
 pub struct SlotTable {
     array: Opaque<RArray>,

@@ -67,5 +67,5 @@ fn emit_from_rust(
 
 /// `_slots_in_use`: how many published events the slot table holds right now.
 fn slots_in_use(ruby: &Ruby, rb_self: &Runtime) -> Result<usize, Error> {
-    Ok(rb_self.state(ruby)?.slots.occupied())
+    Ok(rb_self.state(ruby)?.slots_in_use())
 }
