@@ -22,6 +22,7 @@ require_relative "rust_to_ruby"
 require_relative "memory_storm"
 require_relative "wakeup_latency"
 require_relative "idle_dispatchers"
+require_relative "sigint_latency"
 require_relative "criterion"
 
 module Bench
@@ -29,7 +30,8 @@ module Bench
     BENCHMARKS = {
       "publish_cost" => PublishCost, "refused_publish" => RefusedPublish, "throughput" => Throughput,
       "rust_to_ruby" => RustToRuby, "memory_storm" => MemoryStorm, "wakeup_latency" => WakeupLatency,
-      "idle_dispatchers" => IdleDispatchers, "criterion" => Criterion
+      "idle_dispatchers" => IdleDispatchers, "sigint_latency" => SigintLatency,
+      "criterion" => Criterion
     }.freeze
     # The letters the benchmarks had before they were named (docs/benchmarks.md, History).
     FORMER_LETTERS = {

@@ -10,3 +10,10 @@ desc "Run the benchmarks (ratios against same-run baselines); writes bench/resul
 task bench: "compile:release" do
   ruby "-I", File.expand_path("../lib", __dir__), File.expand_path("../bench/run.rb", __dir__)
 end
+
+namespace :bench do
+  desc "SIGINT latency of a main thread blocked in Channel#pop vs Queue#pop (BENCH_TRIALS=n)"
+  task sigint_latency: "compile:release" do
+    ruby "-I", File.expand_path("../lib", __dir__), File.expand_path("../bench/sigint_latency.rb", __dir__)
+  end
+end
