@@ -4,9 +4,8 @@
 # thread (busy-loop iterations in a fixed wall time) while two dispatcher threads wait for
 # events that never come, against the same thread with no runtime at all.
 #
-# A waiting dispatcher sits in Rust without the GVL and comes back to Ruby once per wait
-# slice (2 s off the main thread, 100 ms on it) to let interrupts through; those returns are
-# all it can cost. A control
+# A waiting dispatcher sits in Rust without the GVL and comes back to Ruby once per 2 s wait
+# slice to let interrupts through; those returns are all it can cost. A control
 # mode runs two plain Ruby threads blocked in Queue#pop instead: on a shared machine the
 # spread between rounds is wide, and the control shows how far "no cost at all" strays.
 # Each round runs every mode back to back (in rotating order); a ratio is the median over

@@ -100,4 +100,76 @@ RSpec.describe "Interrupting threads that wait in the extension" do
     expect(output).to include("interrupted")
     expect(status).to be_success
   end
+
+  # SIGINT to a main thread blocked in the extension, sent by this process (a Ruby thread in
+  # the child sleeping until it sends would itself pass the signal on and hide a lost one).
+  # The child prints "ready" just before it blocks and what became of the wait afterwards.
+  describe "SIGINT to a main thread blocked in Channel#pop" do
+    def child_script(beside, body)
+      <<~RUBY
+        $LOAD_PATH.unshift(#{ChildRuby::LIB.inspect})
+        require "tasker_channels"
+        $stdout.sync = true
+        rt = Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual)
+        channel = rt.channel("worker.command_processor")
+        #{beside}
+        begin
+          puts "ready"
+          #{body}
+        rescue Interrupt
+          puts "interrupted"
+        end
+        exit!(0)
+      RUBY
+    end
+
+    # Runs the child, sends it `signals` (name, seconds after "ready"), and returns what it
+    # printed after "ready". A child still blocked 30 s after the last signal is killed.
+    def after_signals(script, signals)
+      Open3.popen2({ "TASKER_LOG" => "off" }, RbConfig.ruby, "-e", script) do |stdin, stdout, child|
+        stdin.close
+        expect(stdout.gets).to eq("ready\n")
+        signals.each do |name, delay|
+          sleep delay
+          Process.kill(name, child.pid)
+        end
+        unless child.join(30)
+          Process.kill("KILL", child.pid)
+          child.join
+        end
+        stdout.read
+      end
+    end
+
+    it "reaches it while another Ruby thread keeps the CPU busy" do
+      script = child_script("Thread.new { spins = 0; loop { spins += 1 } }", "p channel.pop")
+      expect(after_signals(script, [["INT", 0.2]])).to eq("interrupted\n")
+    end
+
+    it "reaches it when the only other Ruby thread exited during the wait" do
+      # Ruby 3.1 wakes no one for a wait that began beside a thread that is gone when the
+      # signal lands; the wait must notice the signal itself.
+      script = child_script("Thread.new { sleep 0.05 }", "p channel.pop")
+      expect(after_signals(script, [["INT", 0.3]])).to eq("interrupted\n")
+    end
+
+    it "reaches a publish waiting for room beside a busy thread" do
+      script = child_script(<<~RUBY, 'p rt.publish("x", {}, wait: 60)')
+        loop { rt.publish("x") rescue break }
+        sleep 0.2
+        loop { rt.publish("x") rescue break }
+        Thread.new { spins = 0; loop { spins += 1 } }
+      RUBY
+      expect(after_signals(script, [["INT", 0.2]])).to eq("interrupted\n")
+    end
+
+    it "runs a trap handler and goes on waiting for the value" do
+      beside = <<~RUBY
+        trap("USR1") { puts "trapped" }
+        Thread.new { spins = 0; loop { spins += 1 } }
+        Thread.new { sleep 0.6; channel.push(:after_trap) }
+      RUBY
+      expect(after_signals(child_script(beside, "p channel.pop"), [["USR1", 0.2]])).to eq("trapped\n:after_trap\n")
+    end
+  end
 end

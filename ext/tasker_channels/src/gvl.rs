@@ -1,23 +1,19 @@
 //! Running Rust code without the GVL, interruptibly.
 //!
 //! Owns the one way this extension waits: release the GVL, run a Rust closure that may block,
-//! let Ruby's unblock function wake it, then take the GVL back and let Ruby deliver any pending
-//! `Thread#kill`, `Thread#raise`, `Timeout` or signal. It must never touch a Ruby object while
+//! let Ruby's unblock function wake it (or, where Ruby would not, notice a queued signal),
+//! then take the GVL back and let Ruby deliver any pending `Thread#kill`, `Thread#raise`,
+//! `Timeout` or signal. It must never touch a Ruby object while
 //! the GVL is released, and never let a panic unwind through Ruby's C frames.
 
 use std::any::Any;
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use magnus::Error;
 use rb_sys::{rb_nogvl, rb_thread_check_ints};
 use tasker_channels_core::Interrupt;
-
-/// The longest a single GVL-free wait lasts before Ruby gets to check for interrupts.
-/// Measured on Ruby 3.1: a wait that began while another Ruby thread was alive can miss
-/// SIGINT if that thread exits meanwhile; returning to Ruby this often bounds the delay.
-pub const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 struct Call<F, R, U> {
     body: Option<F>,
@@ -107,26 +103,91 @@ pub fn check_interrupts() -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// How long a wait on any other thread lasts before checking in. Kill, raise and Timeout
-/// reach such a thread through the unblock function at once; signals go to the main thread.
-/// Checking in less often leaves the GVL to busy threads (each check takes it back).
-pub const BACKGROUND_WAIT_SLICE: Duration = Duration::from_secs(2);
+/// The longest a GVL-free wait lasts before it comes back to Ruby anyway. Kill, raise,
+/// Timeout and (see [`WaitSlice`]) signals cut it short, so this only bounds what nothing
+/// else wakes; coming back less often leaves the GVL to busy threads (each return takes it).
+pub const WAIT_SLICE: Duration = Duration::from_secs(2);
 
-/// The end of the next wait slice: never later than `deadline`, never longer than
-/// [`WAIT_SLICE`] on the main thread (where signals land) or [`BACKGROUND_WAIT_SLICE`]
-/// elsewhere. Must be called with the GVL held.
-pub fn slice_deadline(deadline: Option<Instant>) -> Instant {
-    // SAFETY: called on a Ruby thread with the GVL held.
-    let on_main_thread = unsafe { rb_sys::rb_thread_current() == rb_sys::rb_thread_main() };
-    let slice = if on_main_thread {
-        WAIT_SLICE
-    } else {
-        BACKGROUND_WAIT_SLICE
-    };
-    let slice_end = Instant::now() + slice;
-    match deadline {
-        Some(deadline) if deadline < slice_end => deadline,
-        _ => slice_end,
+/// How often a main-thread wait that Ruby cannot wake for a signal looks for one itself.
+/// Ruby hands the GVL over once a 100 ms timeslice when another thread is busy, so a few
+/// milliseconds here are lost in that hand-off; each look is a timed-out park, no GVL.
+pub const SIGNAL_POLL: Duration = Duration::from_millis(5);
+
+/// The slice of a main-thread wait that begins with a signal already queued but not
+/// delivered (inside a trap handler, where Ruby holds signals back, or racing the signal's
+/// own delivery): watching would return at once and spin, so it returns this often instead.
+pub const PENDING_SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+extern "C" {
+    /// Whether a signal waits in Ruby's queue for the main thread. Exported by every CRuby
+    /// since 1.9 (for the Tk binding); it reads one counter and may run without the GVL.
+    fn rb_thread_check_trap_pending() -> c_int;
+}
+
+fn signal_pending() -> bool {
+    // SAFETY: reads Ruby's signal queue length; needs neither the GVL nor a Ruby thread.
+    unsafe { rb_thread_check_trap_pending() != 0 }
+}
+
+/// One GVL-free stretch of a wait, planned with the GVL held: when it ends, and whether it
+/// must watch for signals itself.
+///
+/// Signals land on the main thread, and on Ruby 3.1 nothing calls the unblock function of a
+/// main thread that waits while another Ruby thread is alive: the signal handler calls it
+/// only for a main thread that was alone when the wait began (`RB_NOGVL_UBF_ASYNC_SAFE`), and
+/// otherwise only a thread waiting for the GVL passes the signal on (once per 100 ms
+/// timeslice), which a CPU-bound thread that holds the GVL never does. A wait that began
+/// beside another thread that has since exited has no one at all. Such a wait polls Ruby's
+/// signal queue every [`SIGNAL_POLL`] and returns as soon as a signal is queued, so the
+/// signal costs one GVL hand-off, as it does for `Queue#pop`.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitSlice {
+    end: Instant,
+    watch_signals: bool,
+}
+
+impl WaitSlice {
+    /// Plans the next slice of a wait that must end by `deadline` (`None`: no end). Must be
+    /// called with the GVL held, right before the GVL-free part.
+    pub fn plan(deadline: Option<Instant>) -> Self {
+        // SAFETY: called on a Ruby thread with the GVL held.
+        let (on_main_thread, alone) = unsafe {
+            (
+                rb_sys::rb_thread_current() == rb_sys::rb_thread_main(),
+                rb_sys::rb_thread_alone() != 0,
+            )
+        };
+        let (length, watch_signals) = if !on_main_thread || alone {
+            // Off the main thread no signal is ours to deliver; a lone main thread has its
+            // unblock function called by the signal handler itself.
+            (WAIT_SLICE, false)
+        } else if signal_pending() {
+            (PENDING_SIGNAL_SLICE, false)
+        } else {
+            (WAIT_SLICE, true)
+        };
+        let slice_end = Instant::now() + length;
+        let end = match deadline {
+            Some(deadline) if deadline < slice_end => deadline,
+            _ => slice_end,
+        };
+        Self { end, watch_signals }
+    }
+
+    /// The deadline for the next step of the GVL-free wait: the slice's end, or sooner on a
+    /// wait that watches for signals.
+    pub fn step_end(&self) -> Instant {
+        if self.watch_signals {
+            self.end.min(Instant::now() + SIGNAL_POLL)
+        } else {
+            self.end
+        }
+    }
+
+    /// After a step that timed out: whether to wait on without the GVL. False once the slice
+    /// is over, or when a signal is queued for Ruby to deliver.
+    pub fn continues(&self) -> bool {
+        Instant::now() < self.end && !(self.watch_signals && signal_pending())
     }
 }
 

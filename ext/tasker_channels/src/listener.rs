@@ -16,12 +16,12 @@ use magnus::{function, method, prelude::*, Error, RArray, RHash, RModule, Ruby, 
 use tasker_channels_core::pg::names::InvalidChannel;
 use tasker_channels_core::pg::relay;
 use tasker_channels_core::pg::stats::{write_prometheus, ForwarderStats, ListenerStats};
-use tasker_channels_core::wait::block_on;
+use tasker_channels_core::wait::{block_on, WaitStopped};
 use tasker_channels_core::{Interrupt, ListenError, Listener, ListenerOptions, PrometheusText};
 
 use crate::conversion::stats::listener_stats_to_ruby;
 use crate::errors::{guard, listen_error};
-use crate::gvl::{check_interrupts, deadline_from_seconds, slice_deadline, unblocker, without_gvl};
+use crate::gvl::{check_interrupts, deadline_from_seconds, unblocker, without_gvl, WaitSlice};
 use crate::runtime::bus_of;
 
 pub use forwarding::RbForwarder;
@@ -204,10 +204,15 @@ where
 {
     let interrupt = Interrupt::new();
     loop {
-        let slice_end = slice_deadline(deadline);
+        let slice = WaitSlice::plan(deadline);
         interrupt.reset();
         let outcome = without_gvl(
-            || block_on(&mut future, Some(slice_end), Some(&interrupt)).ok(),
+            || loop {
+                match block_on(&mut future, Some(slice.step_end()), Some(&interrupt)) {
+                    Err(WaitStopped::TimedOut) if slice.continues() => {}
+                    outcome => return outcome.ok(),
+                }
+            },
             unblocker(&interrupt),
         );
         if let Some(Some(output)) = outcome {

@@ -2,7 +2,8 @@
 //!
 //! Owns the one loop every blocking Ruby call uses (push, pop, publish with `wait:`, the
 //! dispatchers' `next_batch`): a first attempt that costs no GVL release, then GVL-free
-//! slices that Ruby's unblock function can cut short, with pending interrupts delivered
+//! slices that Ruby's unblock function can cut short (and that a main-thread wait cuts short
+//! itself when a signal is queued, see [`WaitSlice`]), with pending interrupts delivered
 //! between slices, and the final failure of a send counted once. It must never touch a Ruby
 //! object outside the GVL nor decide what a result means to Ruby.
 
@@ -14,7 +15,7 @@ use tasker_channels_core::{
     SendProgress, SendWait,
 };
 
-use crate::gvl::{check_interrupts, slice_deadline, unblocker, without_gvl};
+use crate::gvl::{check_interrupts, unblocker, without_gvl, WaitSlice};
 
 /// How a receive ended.
 pub enum Received<T> {
@@ -37,10 +38,15 @@ pub fn receive<T>(
     }
     let interrupt = Interrupt::new();
     loop {
-        let slice_end = slice_deadline(deadline);
+        let slice = WaitSlice::plan(deadline);
         interrupt.reset();
         let taken = without_gvl(
-            || attempt(RecvWait::until(slice_end).interruptible(&interrupt)),
+            || loop {
+                match attempt(RecvWait::until(slice.step_end()).interruptible(&interrupt)) {
+                    Err(RecvError::TimedOut) if slice.continues() => {}
+                    outcome => return outcome,
+                }
+            },
             unblocker(&interrupt),
         );
         match taken {
@@ -78,17 +84,24 @@ pub fn send<R>(
     let interrupt = Interrupt::new();
     let mut pending = Some(message);
     loop {
-        let slice_end = slice_deadline(deadline);
+        let slice = WaitSlice::plan(deadline);
         interrupt.reset();
         let result = without_gvl(
             || {
-                let message = pending.take().expect("a message is pending while sending");
-                attempt(
-                    message,
-                    SendWait::until(slice_end)
+                let mut message = pending.take().expect("a message is pending while sending");
+                loop {
+                    let wait = SendWait::until(slice.step_end())
                         .interruptible(&interrupt)
-                        .slice(&mut progress),
-                )
+                        .slice(&mut progress);
+                    match attempt(message, wait) {
+                        Err(refused)
+                            if refused.kind() == SendErrorKind::TimedOut && slice.continues() =>
+                        {
+                            message = refused.into_inner();
+                        }
+                        outcome => return outcome,
+                    }
+                }
             },
             unblocker(&interrupt),
         );
