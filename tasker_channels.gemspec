@@ -24,10 +24,13 @@ Gem::Specification.new do |spec|
   git_files = `git -C #{__dir__.shellescape} ls-files -z 2>/dev/null`.split("\x0")
   top_level = %w[Cargo.toml Cargo.lock clippy.toml rustfmt.toml LICENSE README.md CHANGELOG.md tasker_channels.gemspec]
   folders = %w[config/ crates/ ext/ exe/ lib/ sig/]
-  # Fuzz targets are a separate cargo workspace for development. Benches stay: the core
-  # crate's manifest declares them, and cargo refuses a manifest whose targets are missing.
+  # Fuzz targets are a separate cargo workspace for development, and tests and examples are
+  # not built on install: integration tests, examples and the unit-test modules compiled only
+  # under cfg(test) stay out. Benches stay: the core crate's manifest declares them, and
+  # cargo refuses a manifest whose targets are missing.
+  development_only = %r{/fuzz/|\Acrates/[^/]+/(?:tests|examples)/|\Acrates/.+/src/.+/(?:tests|testing)\.rs\z}
   spec.files = git_files.select do |file|
-    top_level.include?(file) || (file.start_with?(*folders) && !file.include?("/fuzz/"))
+    top_level.include?(file) || (file.start_with?(*folders) && !file.match?(development_only))
   end
   spec.bindir = "exe"
   spec.executables = spec.files.grep(%r{\Aexe/}) { |file| File.basename(file) }
