@@ -321,6 +321,12 @@ impl<T> BlockQueue<T> {
         self.len() == 0
     }
 
+    /// Every push that ever claimed a place, counted at the claim: before the message can be
+    /// popped, so a pop seen by another thread implies its push is counted here too.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.tail.0.index.load(SeqCst) & !CLOSED
+    }
+
     /// Whether the queue holds `capacity` messages right now.
     pub(crate) fn is_full(&self) -> bool {
         self.len() >= self.capacity as usize

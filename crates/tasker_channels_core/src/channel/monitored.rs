@@ -192,6 +192,12 @@ impl<T> MonitoredChannel<T> {
         }
     }
 
+    /// How many messages ever entered, counted as each took its place and so before any
+    /// receiver could take it: whoever sees a message leave sees it counted here.
+    pub fn entered(&self) -> u64 {
+        self.shared.queue.pushed()
+    }
+
     /// How many queued messages `drop_oldest` has discarded to make room, so far.
     pub fn evicted(&self) -> u64 {
         self.shared.metrics.evicted()

@@ -29,11 +29,22 @@ impl DispatchSender {
     /// Puts an event on the dispatch side, waiting for room; `Err` only once the dispatch
     /// side is closed (the event comes back inside).
     pub async fn send(&self, message: Message) -> Result<(), SendError<Message>> {
-        // A send that waits for room always enters: nothing is discarded on this path.
-        let _entered = self.to.send_async_forever(message).await?;
-        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-        self.dispatch.doorbell.notify_one();
-        Ok(())
+        // Counted before it can be seen, so a snapshot never finds it settled and not
+        // accepted; a send that waits for room always enters, so only a closed dispatch side
+        // makes it undelivered.
+        self.counters.relayed.fetch_add(1, Ordering::Release);
+        match self.to.send_async_forever(message).await {
+            Ok(_entered) => {
+                self.dispatch.doorbell.notify_one();
+                Ok(())
+            }
+            Err(closed) => {
+                self.counters
+                    .undelivered_dropped
+                    .fetch_add(1, Ordering::Release);
+                Err(closed)
+            }
+        }
     }
 
     /// True once the dispatch side is closed.

@@ -112,11 +112,7 @@ impl EventBus {
         let generation = process.generation();
         let ids = Arc::new(AtomicU64::new(first_id_base(generation, process.pid())));
         let counters = Arc::new(Counters::default());
-        let notices = Arc::new(NoticeState::new(
-            config,
-            Arc::clone(&ids),
-            Arc::clone(&counters),
-        ));
+        let notices = Arc::new(NoticeState::new(config, Arc::clone(&ids)));
         let monitor = Monitor::new(config.log_warning_threshold(), config.notice_interval())
             .with_hook(notices.clone());
         let registry = ChannelRegistry::with_monitor(config.channels(), monitor);
@@ -237,8 +233,8 @@ impl EventBus {
         wait: SendWait<'_>,
     ) -> Result<SendOutcome, SendError<Message>> {
         let outcome = self.ffi.send_with(message, wait)?;
+        // Counted by shared.ffi itself, as the event took its place (see `stats`).
         if let SendOutcome::Sent = outcome {
-            self.counters.published.fetch_add(1, Ordering::Relaxed);
             self.dispatch.doorbell.notify_one();
         }
         Ok(outcome)
@@ -298,11 +294,9 @@ impl EventBus {
     }
 
     fn count_emitted(&self, id: u64, outcome: SendOutcome) -> Result<u64, PublishError> {
+        // Counted by shared.event_publisher itself, as the event took its place (see `stats`).
         match outcome {
-            SendOutcome::Sent => {
-                self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-                Ok(id)
-            }
+            SendOutcome::Sent => Ok(id),
             SendOutcome::Dropped => Err(PublishError::Dropped {
                 channel: self.publisher.name().to_owned(),
                 capacity: self.publisher.capacity(),
@@ -440,10 +434,8 @@ impl EventBus {
     /// account for every event it takes: recorded here, or handed back with
     /// [`give_back`](Self::give_back); until then the bus counts it as pending.
     pub fn record_delivery(&self, delivered: u64, handler_errors: u64, unmatched: u64) {
-        self.counters
-            .in_flight
-            .fetch_sub(delivered + unmatched, Ordering::Relaxed);
-        // Release: a snapshot that sees these settled counts sees the acceptances before them.
+        // Settled first, then no longer in flight: whoever sees the bus drained sees these
+        // counts. Release: a snapshot that sees them sees the acceptances before them.
         self.counters
             .delivered
             .fetch_add(delivered, Ordering::Release);
@@ -453,6 +445,9 @@ impl EventBus {
         self.counters
             .unmatched
             .fetch_add(unmatched, Ordering::Release);
+        self.counters
+            .in_flight
+            .fetch_sub(delivered + unmatched, Ordering::Release);
     }
 
     /// Stops accepting: publishers (waiting ones too) get `Closed`. What was accepted still
@@ -617,6 +612,74 @@ mod tests {
         let batch = bus.next_batch(16, RecvWait::deadline(deadline)).unwrap();
         assert_eq!(batch, vec![Message::Ref(held)]);
         assert_eq!(bus.stats().published, 1);
+    }
+
+    #[test]
+    fn every_snapshot_keeps_the_identity_while_events_move() {
+        use std::sync::atomic::AtomicBool;
+        const PER_PRODUCER: i64 = 4_000;
+        let bus = small_bus();
+        let stop = Arc::new(AtomicBool::new(false));
+        let dispatcher = {
+            let (bus, stop) = (Arc::clone(&bus), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let wait = RecvWait::until(Instant::now() + Duration::from_millis(5));
+                    if let Ok(batch) = bus.next_batch(16, wait) {
+                        bus.record_delivery(batch.len() as u64, 0, 0);
+                    }
+                }
+            })
+        };
+        let producers: Vec<_> = (0..3)
+            .map(|producer| {
+                let bus = Arc::clone(&bus);
+                std::thread::spawn(move || {
+                    for seq in 0..PER_PRODUCER {
+                        loop {
+                            let sent = if producer == 0 {
+                                bus.emit("load.rust", Payload::Int(seq)).is_ok()
+                            } else {
+                                publish(&bus, seq).is_ok()
+                            };
+                            if sent {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut previous = bus.stats();
+        let mut snapshots = 0;
+        while producers.iter().any(|producer| !producer.is_finished()) || snapshots < 1_000 {
+            let stats = bus.stats();
+            let settled = stats.delivered + stats.unmatched + stats.undelivered_dropped;
+            assert_eq!(
+                stats.published + stats.emitted,
+                settled + stats.pending,
+                "{stats:?}"
+            );
+            assert!(stats.published >= previous.published && stats.emitted >= previous.emitted);
+            assert!(
+                stats.delivered >= previous.delivered,
+                "{previous:?} then {stats:?}"
+            );
+            previous = stats;
+            snapshots += 1;
+        }
+        producers.into_iter().for_each(|p| p.join().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while bus.pending() > 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Release);
+        dispatcher.join().unwrap();
+        let stats = bus.stats();
+        assert_eq!(stats.published, 2 * PER_PRODUCER as u64);
+        assert!(stats.emitted >= PER_PRODUCER as u64, "{stats:?}");
+        assert_eq!((stats.pending, bus.pending()), (0, 0), "{stats:?}");
     }
 
     #[test]

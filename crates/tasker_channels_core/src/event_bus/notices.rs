@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use super::stats::Counters;
-use crate::channel::{SendOutcome, SendWait, WeakChannel};
+use crate::channel::{SendWait, WeakChannel};
 use crate::config::Config;
 use crate::event::{Event, EventSource, Message};
 use crate::monitor::{MonitorEvent, MonitorHook};
@@ -25,13 +24,12 @@ pub(super) struct NoticeState {
     ids: Arc<AtomicU64>,
     publisher: OnceLock<WeakChannel<Message>>,
     overflow_reported: Vec<(String, AtomicBool)>,
-    emitted: Arc<Counters>,
 }
 
 impl NoticeState {
-    /// Notices for every channel of `config`, numbered from `ids` and counted in `emitted`;
-    /// they go nowhere until [`publish_to`](Self::publish_to) names the publisher.
-    pub(super) fn new(config: &Config, ids: Arc<AtomicU64>, emitted: Arc<Counters>) -> Self {
+    /// Notices for every channel of `config`, numbered from `ids`; they go nowhere until
+    /// [`publish_to`](Self::publish_to) names the publisher.
+    pub(super) fn new(config: &Config, ids: Arc<AtomicU64>) -> Self {
         NoticeState {
             ids,
             publisher: OnceLock::new(),
@@ -40,7 +38,6 @@ impl NoticeState {
                 .iter()
                 .map(|spec| (spec.name.clone(), AtomicBool::new(false)))
                 .collect(),
-            emitted,
         }
     }
 
@@ -92,14 +89,12 @@ impl MonitorHook for NoticeState {
         };
         // Never wait here: the thread that triggered the notice is in the middle of a send.
         let message = Message::Event(Box::new(event));
-        let sent = if publisher.overflow() == OverflowPolicy::Block {
+        // shared.event_publisher counts what enters; a notice it refuses is simply not said.
+        let _not_said = if publisher.overflow() == OverflowPolicy::Block {
             publisher.send_with(message, SendWait::until(Instant::now()))
         } else {
             publisher.send(message)
         };
-        if matches!(sent, Ok(SendOutcome::Sent)) {
-            self.emitted.emitted.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

@@ -32,12 +32,14 @@ pub struct EventStats {
     /// `published + emitted == delivered + unmatched + undelivered_dropped + pending`.
     pub pending: u64,
 }
-/// The live counterparts of [`EventStats`], shared by the bus, its forwarder and the
-/// monitor hook.
+/// The counters behind [`EventStats`] that no channel keeps, shared by the bus, its
+/// forwarder and the relay. Acceptances are counted by the channels events enter
+/// (`shared.ffi`, `shared.event_publisher`), at the moment an event takes its place.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub(super) published: AtomicU64,
-    pub(super) emitted: AtomicU64,
+    /// Events the PostgreSQL relay put on the dispatch side directly, counted before the
+    /// send that makes them visible.
+    pub(super) relayed: AtomicU64,
     pub(super) delivered: AtomicU64,
     pub(super) unmatched: AtomicU64,
     pub(super) handler_errors: AtomicU64,
@@ -46,45 +48,38 @@ pub(super) struct Counters {
     pub(super) in_flight: AtomicU64,
 }
 
-/// How many times [`EventBus::stats`] reads again when it caught an accepting thread
-/// between its send and its count; that thread only has to be scheduled once meanwhile.
-const MAX_REREADS: u32 = 1_000;
-
 impl EventBus {
     /// The bus's event counters, read as one snapshot in which the accounting identity
     /// holds exactly, however busy the bus is.
     ///
-    /// Settled counts are read first and accepted counts after them. An event is settled
-    /// only after it was accepted, so the accepted counts read later include every settled
-    /// event, and `pending` is their difference: what was accepted and not yet settled. The
-    /// one window is an accepting thread that has made its event visible but not counted it
-    /// yet (Rust emitters count right after their send); a snapshot that catches one is
-    /// read again once that count lands, a few instructions later.
+    /// Settled counts are read first and accepted counts after them. An event is counted as
+    /// accepted when it takes its place in `shared.ffi` or `shared.event_publisher` (or just
+    /// before the relay sends it), which is before anything can take it, let alone settle
+    /// it; so the accepted counts read later include every settled event, and `pending`, their
+    /// difference, is what was accepted and not yet settled (at most a few events high, for
+    /// places claimed while the snapshot was read).
     pub fn stats(&self) -> EventStats {
         let c = &self.counters;
-        let mut rereads = 0;
-        loop {
-            let delivered = c.delivered.load(Ordering::Acquire);
-            let unmatched = c.unmatched.load(Ordering::Acquire);
-            let undelivered_dropped =
-                c.undelivered_dropped.load(Ordering::Acquire) + self.publisher.evicted();
-            let published = c.published.load(Ordering::Acquire);
-            let emitted = c.emitted.load(Ordering::Acquire);
-            let settled = delivered + unmatched + undelivered_dropped;
-            let accepted = published + emitted;
-            if accepted >= settled || rereads == MAX_REREADS {
-                return EventStats {
-                    published,
-                    emitted,
-                    delivered,
-                    unmatched,
-                    handler_errors: c.handler_errors.load(Ordering::Relaxed),
-                    undelivered_dropped,
-                    pending: accepted.saturating_sub(settled),
-                };
-            }
-            rereads += 1;
-            std::thread::yield_now();
+        let delivered = c.delivered.load(Ordering::Acquire);
+        let unmatched = c.unmatched.load(Ordering::Acquire);
+        let undelivered_dropped =
+            c.undelivered_dropped.load(Ordering::Acquire) + self.publisher.evicted();
+        let published = self.ffi.entered();
+        let emitted = self.publisher.entered() + c.relayed.load(Ordering::Acquire);
+        let accepted = published + emitted;
+        let settled = delivered + unmatched + undelivered_dropped;
+        debug_assert!(
+            accepted >= settled,
+            "{settled} settled of {accepted} accepted"
+        );
+        EventStats {
+            published,
+            emitted,
+            delivered,
+            unmatched,
+            handler_errors: c.handler_errors.load(Ordering::Relaxed),
+            undelivered_dropped,
+            pending: accepted.saturating_sub(settled),
         }
     }
 
