@@ -48,6 +48,23 @@ RSpec.describe "Tasker error hierarchy", :ffi do
     expect(runtime.publish("still.open", {})).to be_a(Integer)
   end
 
+  it "refuses the loser of two set-ups racing on one runtime, whichever finishes loading first" do
+    outcomes = Array.new(40) do
+      runtime = Tasker::Channels::Runtime.allocate
+      # Each set-up loads its config without the GVL, so the two loads overlap.
+      racers = Array.new(2) do
+        Thread.new do
+          runtime.__send__(:_setup, "test", nil, nil)
+          :set_up
+        rescue Tasker::Error => e
+          e.message[/already initialized/] ? :refused : e
+        end
+      end
+      racers.map(&:value).sort
+    end
+    expect(outcomes.uniq).to eq([%i[refused set_up]])
+  end
+
   it "keeps the native and Ruby versions in step" do
     expect(Tasker::Channels::NATIVE_VERSION).to eq(Tasker::Channels::VERSION)
   end
