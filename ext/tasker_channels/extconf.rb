@@ -13,6 +13,12 @@ require "shellwords"
 require_relative "native_library"
 
 abort "tasker_channels needs cargo (the Rust toolchain) on PATH to build" unless find_executable("cargo")
+# Waits on the main thread look at Ruby's signal queue without the GVL through this
+# function, which libruby exports without declaring it in a header: refuse to build against
+# a Ruby that lacks it rather than fail when a wait first runs.
+unless have_func("rb_thread_check_trap_pending", "ruby.h")
+  abort "tasker_channels needs rb_thread_check_trap_pending from libruby (CRuby 1.9 to 3.x export it)"
+end
 
 root = File.expand_path("../..", __dir__)
 target_dir = File.join(root, "target")
