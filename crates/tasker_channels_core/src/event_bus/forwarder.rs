@@ -93,7 +93,9 @@ pub(super) async fn forward_rust_events(
         }
         linger(&from).await;
     }
-    to.close();
+    // Stopped before the close: a dispatcher that sees the dispatch side end may ask at once
+    // whether the bus is drained, and must not find this forwarder still running.
     running.store(false, Ordering::Release);
+    to.close();
     dispatch.doorbell.notify_waiters();
 }

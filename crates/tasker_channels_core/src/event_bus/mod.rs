@@ -769,4 +769,43 @@ mod tests {
         assert_eq!(waiter.join().unwrap(), Err(RecvError::Closed));
         assert!(bus.is_drained());
     }
+
+    /// Checks, from inside the close of the dispatch side (a waker runs within it), that
+    /// the bus already counts as drained.
+    struct DrainedAtEnd {
+        bus: Arc<EventBus>,
+        seen: std::sync::mpsc::SyncSender<bool>,
+    }
+
+    impl std::task::Wake for DrainedAtEnd {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            if self.bus.in_process.is_closed() {
+                let _ = self.seen.try_send(self.bus.is_drained());
+            }
+        }
+    }
+
+    #[test]
+    fn the_bus_is_drained_the_moment_its_dispatch_side_ends() {
+        // Shutdown asks whether the bus is drained as soon as its dispatchers saw the end:
+        // the forwarder must not still count as running once it closed the dispatch side.
+        let bus = small_bus();
+        let (seen, drained_at_end) = std::sync::mpsc::sync_channel(1);
+        let waker = std::task::Waker::from(Arc::new(DrainedAtEnd {
+            bus: Arc::clone(&bus),
+            seen,
+        }));
+        let mut receive = std::pin::pin!(bus.in_process.recv_async());
+        let mut context = std::task::Context::from_waker(&waker);
+        assert!(std::future::Future::poll(receive.as_mut(), &mut context).is_pending());
+        bus.close_intake();
+        assert_eq!(
+            drained_at_end.recv_timeout(Duration::from_secs(10)),
+            Ok(true)
+        );
+    }
 }
