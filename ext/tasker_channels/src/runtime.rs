@@ -408,7 +408,7 @@ fn pending_everywhere(ruby: &Ruby) -> Result<RArray, Error> {
         .collect();
     let report = ruby.ary_new();
     for handle in handles {
-        let pending = handle.bus_if_current().map_or(0, |bus| bus.pending());
+        let pending = handle.bus_if_current().map_or(0, |bus| bus.stats().pending);
         if pending > 0 {
             report.push((handle.config().environment().to_owned(), pending))?;
         }

@@ -83,9 +83,9 @@ impl EventBus {
         }
     }
 
-    /// Accepted events not yet settled, counted where they are: queued anywhere on the bus
-    /// or held by a dispatcher. Unlike [`stats`](Self::stats)' figure this reads the
-    /// queues, so it is the one that says whether anything is left to deliver.
+    /// Accepted events counted where they are: queued anywhere on the bus or held by a
+    /// dispatcher. It misses an event the forwarder holds between its two channels, which
+    /// [`stats`](Self::stats)' `pending` counts; use that one to ask how much is left.
     pub fn pending(&self) -> u64 {
         let queued = self.ffi.len()
             + self.publisher.len()
