@@ -30,26 +30,31 @@ impl DispatchSender {
     /// side is closed (the event comes back inside).
     pub async fn send(&self, message: Message) -> Result<(), SendError<Message>> {
         // Counted before it can be seen, so a snapshot never finds it settled and not
-        // accepted; a send that waits for room always enters, so only a closed dispatch side
-        // makes it undelivered.
+        // accepted. A send that waits for room always enters, so only a closed dispatch side
+        // (or this future dropped unfinished) leaves it undelivered, which the guard counts.
         self.counters.relayed.fetch_add(1, Ordering::Release);
-        match self.to.send_async_forever(message).await {
-            Ok(_entered) => {
-                self.dispatch.doorbell.notify_one();
-                Ok(())
-            }
-            Err(closed) => {
-                self.counters
-                    .undelivered_dropped
-                    .fetch_add(1, Ordering::Release);
-                Err(closed)
-            }
-        }
+        let mut undelivered = UndeliveredUnlessEntered(Some(&self.counters));
+        let _entered = self.to.send_async_forever(message).await?;
+        undelivered.0 = None;
+        self.dispatch.doorbell.notify_one();
+        Ok(())
     }
 
     /// True once the dispatch side is closed.
     pub fn is_closed(&self) -> bool {
         self.to.is_closed()
+    }
+}
+
+/// Counts a relayed event as undelivered when dropped still holding the counters: its send
+/// failed or never finished.
+struct UndeliveredUnlessEntered<'a>(Option<&'a Counters>);
+
+impl Drop for UndeliveredUnlessEntered<'_> {
+    fn drop(&mut self) {
+        if let Some(counters) = self.0 {
+            counters.undelivered_dropped.fetch_add(1, Ordering::Release);
+        }
     }
 }
 

@@ -685,6 +685,33 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_event_whose_send_never_finished_counts_as_undelivered() {
+        let bus = small_bus();
+        let relay = bus.dispatch_sender();
+        let event = |seq| {
+            let event = bus.prepare("relayed.event", Payload::Int(seq), EventSource::Rust);
+            Message::Event(Box::new(event.unwrap()))
+        };
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        for seq in 0..4 {
+            let mut send = std::pin::pin!(relay.send(event(seq)));
+            assert!(std::future::Future::poll(send.as_mut(), &mut context).is_ready());
+        }
+        // The dispatch side is full: this send waits, and is then given up.
+        {
+            let mut send = std::pin::pin!(relay.send(event(4)));
+            assert!(std::future::Future::poll(send.as_mut(), &mut context).is_pending());
+        }
+        // The monitor's notice about the full dispatch side is emitted too; nothing is
+        // delivered, so everything but the given-up event is pending.
+        let stats = bus.stats();
+        assert_eq!(stats.undelivered_dropped, 1, "{stats:?}");
+        assert_eq!(stats.emitted, stats.pending + 1, "{stats:?}");
+        assert!(stats.emitted >= 5, "{stats:?}");
+    }
+
+    #[test]
     fn a_drop_policy_on_shared_ffi_refuses_with_the_publishers_own_event() {
         let bus = EventBus::start(&test_config(
             "[mpsc_channels.shared.ffi]\nruby_event_buffer_size = 1\noverflow = \"drop\"\n",
