@@ -692,8 +692,12 @@ mod tests {
             let event = bus.prepare("relayed.event", Payload::Int(seq), EventSource::Rust);
             Message::Event(Box::new(event.unwrap()))
         };
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
+        struct Unwoken;
+        impl std::task::Wake for Unwoken {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = std::task::Waker::from(Arc::new(Unwoken));
+        let mut context = std::task::Context::from_waker(&waker);
         for seq in 0..4 {
             let mut send = std::pin::pin!(relay.send(event(seq)));
             assert!(std::future::Future::poll(send.as_mut(), &mut context).is_ready());
