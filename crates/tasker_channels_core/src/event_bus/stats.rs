@@ -83,17 +83,6 @@ impl EventBus {
         }
     }
 
-    /// Accepted events counted where they are: queued anywhere on the bus or held by a
-    /// dispatcher. It misses an event the forwarder holds between its two channels, which
-    /// [`stats`](Self::stats)' `pending` counts; use that one to ask how much is left.
-    pub fn pending(&self) -> u64 {
-        let queued = self.ffi.len()
-            + self.publisher.len()
-            + self.in_process.len()
-            + self.dispatch.returned_len.load(Ordering::Acquire);
-        queued as u64 + self.counters.in_flight.load(Ordering::Relaxed)
-    }
-
     /// Prometheus text for every channel, then the bus counters.
     pub fn prometheus_text(&self) -> String {
         let mut out = PrometheusText::new();

@@ -2,11 +2,11 @@
 //!
 //! It must never be compiled outside tests.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::EventBus;
-use super::PublishError;
+use super::{EventBus, PublishError};
 use crate::channel::{RecvWait, SendWait};
 use crate::config::testing::TempDir;
 use crate::config::{Config, LoadOptions};
@@ -78,4 +78,14 @@ pub(super) fn take_all(bus: &EventBus, expected: usize) -> Vec<Event> {
         }
     }
     taken
+}
+
+/// Events counted where they are: queued anywhere on the bus or held by a dispatcher (not
+/// one the forwarder holds between its channels), a cross-check on `stats().pending`.
+pub(super) fn queued_or_held(bus: &EventBus) -> u64 {
+    let queued = bus.ffi.len()
+        + bus.publisher.len()
+        + bus.in_process.len()
+        + bus.dispatch.returned_len.load(Ordering::Acquire);
+    queued as u64 + bus.counters.in_flight.load(Ordering::Relaxed)
 }
