@@ -43,6 +43,35 @@ module GcPressureScripts
     finished = runtime.shutdown(timeout: 30)
     puts payloads == expected && originals == expected && finished ? "ok" : "payloads or shutdown differ"
   RUBY
+
+  # Rust-emitted events whose short String values and keys the extension shares between
+  # deliveries (a cache of frozen Strings): every object moves between rounds, more distinct
+  # short texts than the cache holds push entries out, and every payload must still read
+  # back as emitted.
+  COMPACTION_RUST_STRINGS = <<~'RUBY'
+    runtime = Tasker::Channels::Runtime.new(environment: "test", dispatch: :manual)
+    seen = []
+    runtime.subscribe("gc.**") { |_name, payload| seen << payload }
+    expected = []
+    problems = []
+    6.times do |round|
+      payloads = Array.new(300) do |i|
+        { "status" => "s#{(i * 7) % 173}", kind: "round-#{round}", "long" => "x" * 40 + i.to_s }
+      end
+      payloads.each_with_index do |payload, i|
+        Tasker::Channels::Testing.emit_from_rust(runtime, "gc.rust.r#{round}.e#{i}", payload, count: 1)
+      end
+      expected.concat(payloads)
+      until seen.size == expected.size
+        runtime.dispatch(timeout: 0.5)
+      end
+      GC.verify_compaction_references(double_heap: true, toward: :empty)
+      problems << "round #{round}: payloads differ" unless seen.sort_by(&:to_s) == expected.sort_by(&:to_s)
+      problems << "round #{round}: a String is not frozen" unless seen.all? { |h| h.values.all?(&:frozen?) }
+    end
+    problems << "shutdown did not finish" unless runtime.shutdown(timeout: 30)
+    puts problems.empty? ? "ok" : problems.join("; ")
+  RUBY
 end
 
 # The extension converts payloads to Rust-owned data on publish and builds fresh Ruby objects
@@ -158,6 +187,12 @@ RSpec.describe "GC pressure on payloads crossing the FFI" do
 
     payloads = Array.new(30) { |i| nested_payload(i) }
     expect(run_isolated(GcPressureScripts::COMPACTION_EVERYTHING, input: Marshal.dump(payloads))).to eq(["ok\n", 0])
+  end
+
+  it "keeps the short Strings it shares between Rust-emitted payloads intact across compaction" do
+    skip "GC.verify_compaction_references is not available" unless GC.respond_to?(:verify_compaction_references)
+
+    expect(run_isolated(GcPressureScripts::COMPACTION_RUST_STRINGS, limit: 60)).to eq(["ok\n", 0])
   end
 
   # Regression: the fork hook's registry of runtimes used to be an ObjectSpace::WeakMap, which

@@ -3,6 +3,7 @@
 //! Owns what an event is (id, name, payload, source, time) and the rules for event names.
 //! It must never route, queue or deliver events: that is the event bus's job.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::payload::Payload;
@@ -33,14 +34,20 @@ impl EventSource {
 }
 
 /// One event on its way from a publisher to the subscribers.
+///
+/// Name and payload are shared, not owned: a producer that emits the same name (most do) or
+/// the same payload many times clones two reference counts per event instead of copying
+/// text and data. That matters beyond the copy: the event is freed on the dispatcher's
+/// thread, and every allocation made on the producer's thread and freed on another contends
+/// for the producer's allocator arena.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Unique within its event bus, increasing in acceptance order per publisher.
     pub id: u64,
     /// The dotted event name, e.g. `orchestration.tick`.
-    pub name: String,
+    pub name: Arc<str>,
     /// What the publisher attached.
-    pub payload: Payload,
+    pub payload: Arc<Payload>,
     /// Who published it.
     pub source: EventSource,
     /// When the bus accepted it.

@@ -148,14 +148,14 @@ fn every_notification_arrives_exactly_once_as_a_named_event() {
     let events = collect_until(&bus, Duration::from_secs(60), |events| events.len() > N);
     let pgmq: Vec<_> = events
         .iter()
-        .filter(|e| e.name == "pg.pgmq.q_orders.INSERT")
+        .filter(|e| &*e.name == "pg.pgmq.q_orders.INSERT")
         .collect();
     assert_eq!(pgmq.len(), 1);
     assert_eq!(payload_str(pgmq[0], "payload"), "");
     assert_eq!(payload_str(pgmq[0], "channel"), "pgmq.q_orders.INSERT");
     let seen: Vec<&str> = events
         .iter()
-        .filter(|e| e.name == "pg.exactly_once")
+        .filter(|e| &*e.name == "pg.exactly_once")
         .map(|e| payload_str(e, "payload"))
         .collect();
     assert_eq!(seen.len(), N);
@@ -164,7 +164,10 @@ fn every_notification_arrives_exactly_once_as_a_named_event() {
     // One transaction: delivered in order.
     let expected: Vec<String> = (1..=N).map(|n| format!("n{n}")).collect();
     assert_eq!(seen, expected);
-    let first = events.iter().find(|e| e.name == "pg.exactly_once").unwrap();
+    let first = events
+        .iter()
+        .find(|e| &*e.name == "pg.exactly_once")
+        .unwrap();
     assert_eq!(first.source, EventSource::Rust);
     assert!(int(first, "backend_pid") > 0);
     assert!(
@@ -212,11 +215,11 @@ fn a_stalled_consumer_leaves_the_backlog_in_postgresql_and_loses_nothing() {
     );
     assert!(stalled.backpressure_waits >= 1);
     let events = collect_until(&bus, Duration::from_secs(120), |events| {
-        events.iter().filter(|e| e.name == "pg.stalled").count() >= N
+        events.iter().filter(|e| &*e.name == "pg.stalled").count() >= N
     });
     let payloads: HashSet<&str> = events
         .iter()
-        .filter(|e| e.name == "pg.stalled")
+        .filter(|e| &*e.name == "pg.stalled")
         .map(|e| payload_str(e, "payload"))
         .collect();
     assert_eq!(payloads.len(), N, "every notification, once");
@@ -226,7 +229,9 @@ fn a_stalled_consumer_leaves_the_backlog_in_postgresql_and_loses_nothing() {
         .filter(|e| e.name.starts_with("listener.queue_"))
         .collect();
     assert!(
-        notices.iter().any(|e| e.name == "listener.queue_saturated"),
+        notices
+            .iter()
+            .any(|e| &*e.name == "listener.queue_saturated"),
         "{:?}",
         listener.stats()
     );
@@ -260,12 +265,12 @@ fn coalescing_merges_identical_wake_ups_with_exact_counts() {
     let events = collect_until(&bus, Duration::from_secs(30), |events| {
         events
             .iter()
-            .filter(|e| e.name == "pg.wake")
+            .filter(|e| &*e.name == "pg.wake")
             .map(|e| int(e, "count"))
             .sum::<i64>()
             >= total
     });
-    let wake: Vec<_> = events.iter().filter(|e| e.name == "pg.wake").collect();
+    let wake: Vec<_> = events.iter().filter(|e| &*e.name == "pg.wake").collect();
     let count_of = |payload: &str| -> i64 {
         wake.iter()
             .filter(|e| payload_str(e, "payload") == payload)
@@ -300,11 +305,11 @@ fn a_full_coalescing_table_stops_reading_instead_of_dropping() {
     }
     assert!(listener.stats().coalesce_pending_entries <= 8);
     let events = collect_until(&bus, Duration::from_secs(60), |events| {
-        events.iter().filter(|e| e.name == "pg.wide").count() >= N
+        events.iter().filter(|e| &*e.name == "pg.wide").count() >= N
     });
     let distinct: HashSet<&str> = events
         .iter()
-        .filter(|e| e.name == "pg.wide")
+        .filter(|e| &*e.name == "pg.wide")
         .map(|e| payload_str(e, "payload"))
         .collect();
     assert_eq!(distinct.len(), N);
@@ -330,7 +335,7 @@ fn listen_and_unlisten_change_what_arrives() {
          SELECT pg_notify('case', 'folded, not ours'); SELECT pg_notify('Case', '3')",
     );
     let events = collect_until(&bus, Duration::from_secs(10), |events| events.len() >= 3);
-    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_ref()).collect();
     assert_eq!(names, ["pg.later", "pg.with%20\"quotes\"", "pg.Case"]);
     handle
         .block_on(listener.unlisten(["later", "never-listened"]).unwrap())
@@ -424,9 +429,9 @@ fn a_terminated_backend_is_reconnected_and_relistened_with_both_events() {
     let pid = listener.stats().backend_pid.unwrap();
     pg.execute(&format!("SELECT pg_terminate_backend({pid})"));
     let events = collect_until(&bus, Duration::from_secs(20), |events| {
-        events.iter().any(|e| e.name == "listener.reconnected")
+        events.iter().any(|e| &*e.name == "listener.reconnected")
     });
-    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_ref()).collect();
     assert_eq!(names, ["listener.disconnected", "listener.reconnected"]);
     assert_eq!(payload_str(&events[0], "code"), "57P01");
     assert!(matches!(
@@ -437,7 +442,7 @@ fn a_terminated_backend_is_reconnected_and_relistened_with_both_events() {
     pg.execute("SELECT pg_notify('terminated', 'after'); NOTIFY \"pgmq.q_x.INSERT\"");
     let after = collect_until(&bus, Duration::from_secs(10), |events| events.len() >= 2);
     assert_eq!(payload_str(&after[0], "payload"), "after");
-    assert_eq!(after[1].name, "pg.pgmq.q_x.INSERT");
+    assert_eq!(&*after[1].name, "pg.pgmq.q_x.INSERT");
     let stats = listener.stats();
     assert_eq!((stats.disconnects, stats.reconnects), (1, 1));
     assert_ne!(stats.backend_pid, Some(pid));
@@ -465,14 +470,14 @@ fn a_server_restart_mid_stream_is_survived() {
     }
     pg.restart();
     let events = collect_until(&bus, Duration::from_secs(30), |events| {
-        events.iter().any(|e| e.name == "listener.reconnected")
+        events.iter().any(|e| &*e.name == "listener.reconnected")
     });
     // Everything sent before the restart was committed and read before the disconnect.
-    let before: Vec<_> = events.iter().filter(|e| e.name == "pg.restart").collect();
+    let before: Vec<_> = events.iter().filter(|e| &*e.name == "pg.restart").collect();
     assert_eq!(before.len(), 1000);
     let disconnect = events
         .iter()
-        .position(|e| e.name == "listener.disconnected")
+        .position(|e| &*e.name == "listener.disconnected")
         .unwrap();
     assert_eq!(disconnect, 1000, "the disconnect comes after what was read");
     pg.execute("SELECT pg_notify('restart', 'after')");
@@ -495,10 +500,10 @@ fn an_invalid_utf8_payload_is_counted_and_the_listener_recovers() {
         "SELECT pg_notify('raw', 'fine'); SELECT pg_notify('raw', convert_from('\\xff41'::bytea, 'SQL_ASCII'))",
     );
     let events = collect_until(&bus, Duration::from_secs(20), |events| {
-        events.iter().any(|e| e.name == "listener.reconnected")
+        events.iter().any(|e| &*e.name == "listener.reconnected")
     });
     assert_eq!(payload_str(&events[0], "payload"), "fine");
-    assert_eq!(events[1].name, "listener.disconnected");
+    assert_eq!(&*events[1].name, "listener.disconnected");
     // The server will not hand our UTF-8 session bytes it cannot convert: it ends the
     // session with SQLSTATE 22021, and the listener counts it and reconnects.
     assert_eq!(payload_str(&events[1], "code"), "22021");
@@ -560,10 +565,10 @@ fn forwarded_events_arrive_as_remote_events_with_their_payload_intact() {
     }
     let events = collect_until(&bus, Duration::from_secs(10), |events| events.len() >= 10);
     for (n, event) in events.iter().enumerate() {
-        assert_eq!(event.name, "step.completed");
+        assert_eq!(&*event.name, "step.completed");
         assert_eq!(event.source, EventSource::Remote);
         assert_eq!(event.published_at, at);
-        let (Payload::Hash(received), Payload::Hash(sent)) = (&event.payload, &payload) else {
+        let (Payload::Hash(received), Payload::Hash(sent)) = (&*event.payload, &payload) else {
             panic!("{:?}", event.payload)
         };
         assert_eq!(
@@ -610,7 +615,7 @@ fn a_payload_at_the_notify_limit_goes_through_and_one_byte_more_is_refused_early
     assert!(text.len() <= envelope::MAX_NOTIFY_PAYLOAD_BYTES);
     assert!(queue_envelope(&forwarder, text));
     let events = collect_until(&bus, Duration::from_secs(10), |events| !events.is_empty());
-    assert_eq!(events[0].name, "big");
+    assert_eq!(&*events[0].name, "big");
     assert_eq!(forwarder.stats().lost, 0);
     stop(&listener);
 }

@@ -41,7 +41,7 @@ struct Cursor {
     list: Arc<List>,
     last: Option<LastMatch>,
     /// The previous Rust event's name and its interned String.
-    last_rust_name: Option<(Box<str>, Value)>,
+    last_rust_name: Option<(Arc<str>, Value)>,
 }
 
 struct LastMatch {
@@ -122,11 +122,15 @@ fn deliver_one(
             (fields, Some(held.slot))
         }
         Message::Event(ref event) => {
+            // Producers mostly share one name among their events: the pointer says so
+            // before the text has to.
             let name = match &cursor.last_rust_name {
-                Some((text, name)) if **text == *event.name => *name,
+                Some((text, name)) if Arc::ptr_eq(text, &event.name) || *text == event.name => {
+                    *name
+                }
                 _ => {
                     let name = event_object::interned_str(&event.name);
-                    cursor.last_rust_name = Some((event.name.as_str().into(), name));
+                    cursor.last_rust_name = Some((Arc::clone(&event.name), name));
                     name
                 }
             };

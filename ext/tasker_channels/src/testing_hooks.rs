@@ -6,8 +6,11 @@
 //! producer emitting into a runtime, and the slot table's occupancy. It must never be what
 //! an application relies on: nothing here is part of the publish or dispatch path.
 
+use std::sync::Arc;
+
 use magnus::{function, method, prelude::*, Error, RClass, RModule, Ruby, Value};
 use tasker_channels_core::event::validate_name;
+use tasker_channels_core::Payload;
 
 use crate::conversion::event::rust_event;
 use crate::errors::guard;
@@ -49,10 +52,13 @@ fn emit_from_rust(
         validate_name(&name)
             .map_err(|invalid| Error::new(ruby.exception_arg_error(), invalid.to_string()))?;
         let bus = rb_self.bus(ruby)?;
+        // Shared, as a producer emitting one payload again and again would: each event
+        // clones two reference counts, and the dispatcher still builds a fresh Ruby Hash.
+        let (name, payload): (Arc<str>, Arc<Payload>) = (name.into(), payload.into());
         tasker_channels_core::fork::runtime_handle().spawn(async move {
             for _ in 0..count {
                 if bus
-                    .emit_waiting(name.clone(), payload.clone())
+                    .emit_waiting(Arc::clone(&name), Arc::clone(&payload))
                     .await
                     .is_err()
                 {

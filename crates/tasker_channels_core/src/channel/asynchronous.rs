@@ -87,11 +87,22 @@ impl<T> MonitoredChannel<T> {
     /// Awaits at least one message, then takes up to `max` in all without waiting again.
     pub async fn recv_batch_async(&self, max: usize) -> Result<Vec<T>, RecvError> {
         let mut batch = Vec::new();
-        if max > 0 {
-            self.await_to_take(|| self.take_up_to(&mut batch, max))
-                .await?;
-        }
+        self.recv_batch_into_async(&mut batch, max).await?;
         Ok(batch)
+    }
+
+    /// [`recv_batch_async`](Self::recv_batch_async) appending to a caller's buffer (which
+    /// grows by at most `max`), so a loop can reuse one buffer; returns how many were
+    /// appended.
+    pub async fn recv_batch_into_async(
+        &self,
+        batch: &mut Vec<T>,
+        max: usize,
+    ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.await_to_take(|| self.take_up_to(batch, max)).await
     }
 
     async fn await_to_take<R>(

@@ -192,7 +192,7 @@ mod tests {
         let id = publish(&child_bus, 2).unwrap();
         assert_eq!(id, (4242 << 32) + 1);
         let delivered = take_all(&child_bus, 1);
-        assert_eq!(delivered[0].payload, Payload::Int(2));
+        assert_eq!(*delivered[0].payload, Payload::Int(2));
         assert_eq!(delivered[0].source, EventSource::Ruby);
         // The parent's bus was left as it was, not closed.
         assert!(!parent_bus.is_closed());

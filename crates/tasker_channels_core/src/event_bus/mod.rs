@@ -175,8 +175,8 @@ impl EventBus {
     /// Builds an event with a fresh id, validating its name.
     pub fn prepare(
         &self,
-        name: impl Into<String>,
-        payload: Payload,
+        name: impl Into<Arc<str>>,
+        payload: impl Into<Arc<Payload>>,
         source: EventSource,
     ) -> Result<Event, InvalidEventName> {
         let name = name.into();
@@ -184,7 +184,7 @@ impl EventBus {
         Ok(Event {
             id: self.next_id(),
             name,
-            payload,
+            payload: payload.into(),
             source,
             published_at: SystemTime::now(),
         })
@@ -249,7 +249,11 @@ impl EventBus {
     /// (the shipped default) a full buffer discards the event and says so; with `error` it
     /// fails; with `block` this waits for room (use [`emit_async`](Self::emit_async) from
     /// async code).
-    pub fn emit(&self, name: impl Into<String>, payload: Payload) -> Result<u64, PublishError> {
+    pub fn emit(
+        &self,
+        name: impl Into<Arc<str>>,
+        payload: impl Into<Arc<Payload>>,
+    ) -> Result<u64, PublishError> {
         let event = self.prepare(name, payload, EventSource::Rust)?;
         let id = event.id;
         let outcome = self.publisher.send(Message::Event(Box::new(event)))?;
@@ -259,8 +263,8 @@ impl EventBus {
     /// [`emit`](Self::emit) for async code: a `block` policy awaits room.
     pub async fn emit_async(
         &self,
-        name: impl Into<String>,
-        payload: Payload,
+        name: impl Into<Arc<str>>,
+        payload: impl Into<Arc<Payload>>,
     ) -> Result<u64, PublishError> {
         self.emit_awaiting(name, payload, false).await
     }
@@ -270,16 +274,16 @@ impl EventBus {
     /// event (and accept being slowed down instead).
     pub async fn emit_waiting(
         &self,
-        name: impl Into<String>,
-        payload: Payload,
+        name: impl Into<Arc<str>>,
+        payload: impl Into<Arc<Payload>>,
     ) -> Result<u64, PublishError> {
         self.emit_awaiting(name, payload, true).await
     }
 
     async fn emit_awaiting(
         &self,
-        name: impl Into<String>,
-        payload: Payload,
+        name: impl Into<Arc<str>>,
+        payload: impl Into<Arc<Payload>>,
         whatever_the_policy: bool,
     ) -> Result<u64, PublishError> {
         let event = self.prepare(name, payload, EventSource::Rust)?;
@@ -510,8 +514,8 @@ mod tests {
         let id = publish(&bus, 7).unwrap();
         let events = take_all(&bus, 1);
         assert_eq!(events[0].id, id);
-        assert_eq!(events[0].name, "load.event");
-        assert_eq!(events[0].payload, Payload::Int(7));
+        assert_eq!(&*events[0].name, "load.event");
+        assert_eq!(*events[0].payload, Payload::Int(7));
         assert_eq!(events[0].source, EventSource::Ruby);
         assert_eq!(bus.stats().published, 1);
     }
@@ -535,9 +539,9 @@ mod tests {
 
         let delivered: Vec<i64> = take_all(&bus, accepted.len())
             .into_iter()
-            .map(|event| match event.payload {
+            .map(|event| match *event.payload {
                 Payload::Int(seq) => seq,
-                other => panic!("unexpected payload {other:?}"),
+                ref other => panic!("unexpected payload {other:?}"),
             })
             .collect();
         assert_eq!(delivered, accepted);
@@ -782,9 +786,9 @@ mod tests {
         bus.give_back(batch.into_iter());
         let seqs: Vec<i64> = take_all(&bus, 3)
             .into_iter()
-            .map(|event| match event.payload {
+            .map(|event| match *event.payload {
                 Payload::Int(seq) => seq,
-                other => panic!("unexpected payload {other:?}"),
+                ref other => panic!("unexpected payload {other:?}"),
             })
             .collect();
         assert_eq!(seqs, vec![1, 2, 3]);

@@ -82,8 +82,8 @@ impl MonitorHook for NoticeState {
         }
         let event = Event {
             id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
-            name: notice.event_name().to_owned(),
-            payload: notice_payload(&notice),
+            name: notice.event_name().into(),
+            payload: notice_payload(&notice).into(),
             source: EventSource::Rust,
             published_at: SystemTime::now(),
         };
@@ -163,7 +163,7 @@ mod tests {
         let ffi_overflows = notices
             .iter()
             .filter(|e| {
-                e.name == "channel.overflow"
+                &*e.name == "channel.overflow"
                     && e.payload.get("channel") == Some(&Payload::from(FFI_CHANNEL))
             })
             .count();
@@ -173,7 +173,7 @@ mod tests {
         );
         let saturated = notices
             .iter()
-            .find(|e| e.name == "channel.saturated")
+            .find(|e| &*e.name == "channel.saturated")
             .expect("a saturation notice");
         assert_eq!(saturated.payload.get("capacity"), Some(&Payload::Int(4)));
         assert!(bus.stats().emitted >= 1);

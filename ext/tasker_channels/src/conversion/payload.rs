@@ -388,21 +388,45 @@ pub fn to_ruby(ruby: &Ruby, payload: &Payload) -> Value {
         Payload::Hash(entries) => {
             use magnus::rb_sys::{AsRawValue, FromRawValue};
             let hash = ruby.hash_new();
+            // Entries go in by bulk, as Ruby's own hash literals do: one table set-up and no
+            // per-entry lookup of the insertion path, where `rb_hash_aset` costs ~300
+            // instructions an entry. The pending pairs wait in a buffer on this stack frame,
+            // where the GC sees them while converting the next value allocates.
+            let mut pending = [rb_sys::Qnil as rb_sys::VALUE; PAIRS_PER_INSERT * 2];
+            let mut filled = 0;
             for (key, value) in entries {
                 let key = match key {
                     Key::Symbol(name) => utf8_symbol(name),
                     Key::String(name) => frozen_string(name),
                 };
-                let value = to_ruby(ruby, value);
-                // SAFETY: GVL held; a fresh, unfrozen Hash and a String or Symbol key, whose
-                // hashing calls no Ruby method, so this cannot raise.
-                unsafe { rb_sys::rb_hash_aset(hash.as_raw(), key.as_raw(), value.as_raw()) };
+                pending[filled] = key.as_raw();
+                pending[filled + 1] = to_ruby(ruby, value).as_raw();
+                filled += 2;
+                if filled == pending.len() {
+                    bulk_insert(hash.as_raw(), &pending[..filled]);
+                    filled = 0;
+                }
             }
+            bulk_insert(hash.as_raw(), &pending[..filled]);
             hash.freeze();
             // SAFETY: the Hash is live on this frame.
             unsafe { Value::from_raw(hash.as_raw()) }
         }
     }
+}
+
+/// How many entries a Hash receives per bulk insert: Ruby's small-table size, so a payload
+/// of up to 8 keys goes in at once.
+const PAIRS_PER_INSERT: usize = 8;
+
+fn bulk_insert(hash: rb_sys::VALUE, pairs: &[rb_sys::VALUE]) {
+    if pairs.is_empty() {
+        return;
+    }
+    // SAFETY: GVL held; `hash` is a fresh, unfrozen Hash and `pairs` alternates String or
+    // Symbol keys with values. Such keys hash and compare without calling a Ruby method,
+    // so this cannot raise; a repeated key keeps its last value, as with `rb_hash_aset`.
+    unsafe { rb_sys::rb_hash_bulk_insert(pairs.len() as _, pairs.as_ptr(), hash) };
 }
 
 /// The Symbol for UTF-8 text. Symbols made from payload data must stay collectable:
@@ -435,43 +459,97 @@ fn utf8_symbol(name: &str) -> Value {
 /// Static Symbols already seen for payload keys and values: keys written as literals in
 /// Ruby code are static, never freed or moved, so their VALUE can be kept; looking one up
 /// here costs a hash and a comparison instead of the symbol table's lookup. Dynamic
-/// (collectable) Symbols are never kept. Direct-mapped and fixed in size.
-static STATIC_SYMBOLS: GvlCell<SymbolCache> = GvlCell::new(SymbolCache::new());
+/// (collectable) Symbols are never kept.
+static STATIC_SYMBOLS: GvlCell<TextCache<rb_sys::VALUE>> = GvlCell::new(TextCache::new());
 
-const SYMBOL_WAYS: usize = 128;
+/// How many entries each of the text caches holds.
+const CACHE_WAYS: usize = 128;
 
-struct SymbolCache {
-    ways: [Option<(Box<str>, rb_sys::VALUE)>; SYMBOL_WAYS],
+/// A direct-mapped, fixed-size cache from text to what it was converted to.
+struct TextCache<V> {
+    ways: [Option<(Box<str>, V)>; CACHE_WAYS],
 }
 
-impl SymbolCache {
+impl<V: Copy> TextCache<V> {
     const fn new() -> Self {
-        SymbolCache {
-            ways: [const { None }; SYMBOL_WAYS],
+        TextCache {
+            ways: [const { None }; CACHE_WAYS],
         }
     }
 
-    fn way(name: &str) -> usize {
-        (crate::names::text_hash(name.as_bytes()) as usize) % SYMBOL_WAYS
+    fn way(text: &str) -> usize {
+        (crate::names::text_hash(text.as_bytes()) as usize) % CACHE_WAYS
     }
 
-    fn get(&self, name: &str) -> Option<rb_sys::VALUE> {
-        match &self.ways[Self::way(name)] {
-            Some((cached, symbol)) if &**cached == name => Some(*symbol),
+    fn get(&self, text: &str) -> Option<V> {
+        match &self.ways[Self::way(text)] {
+            Some((cached, value)) if &**cached == text => Some(*value),
             _ => None,
         }
     }
 
-    fn put(&mut self, name: &str, symbol: rb_sys::VALUE) {
-        self.ways[Self::way(name)] = Some((name.into(), symbol));
+    fn put(&mut self, text: &str, value: V) {
+        self.ways[Self::way(text)] = Some((text.into(), value));
     }
 }
 
-fn frozen_string(s: &str) -> Value {
+/// Strings up to this many bytes are shared: payloads repeat their short values (statuses,
+/// kinds, names) event after event. Longer text is mostly unique.
+const SHARED_STRING_BYTES: usize = 32;
+
+/// Short frozen Strings made for payloads, so a repeated value is found instead of
+/// allocated (Ruby's own interning, `rb_enc_interned_str`, costs more than an allocation
+/// here: it hashes the text with SipHash and updates its table). The cache knows which text
+/// each way holds; the Strings themselves live in `SHARED_STRINGS`' Array at the same index,
+/// which keeps them alive and lets compaction move them.
+static SHARED_STRING_TEXT: GvlCell<TextCache<()>> = GvlCell::new(TextCache::new());
+
+/// The Array behind `SHARED_STRING_TEXT`, made on first use and never freed.
+static SHARED_STRINGS: GvlCell<rb_sys::VALUE> = GvlCell::new(0);
+
+fn frozen_string(text: &str) -> Value {
     use magnus::rb_sys::FromRawValue;
-    let (ptr, len) = c_text(s);
-    // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
-    unsafe { Value::from_raw(rb_sys::rb_obj_freeze(rb_sys::rb_utf8_str_new(ptr, len))) }
+    let (ptr, len) = c_text(text);
+    let fresh = || {
+        // SAFETY: GVL held; `ptr` points at `len` valid UTF-8 bytes that live for the call.
+        unsafe { rb_sys::rb_obj_freeze(rb_sys::rb_utf8_str_new(ptr, len)) }
+    };
+    if text.len() > SHARED_STRING_BYTES {
+        // SAFETY: a live, frozen String.
+        return unsafe { Value::from_raw(fresh()) };
+    }
+    let way = TextCache::<()>::way(text);
+    let strings = shared_strings();
+    // SAFETY (both blocks): GVL held; `strings` is the live Array of CACHE_WAYS entries, and
+    // an entry is a frozen String whenever the text cache holds its text.
+    if SHARED_STRING_TEXT.with(|cache| cache.get(text)).is_some() {
+        return unsafe { Value::from_raw(rb_sys::rb_ary_entry(strings, way as _)) };
+    }
+    let string = fresh();
+    unsafe { rb_sys::rb_ary_store(strings, way as _, string) };
+    SHARED_STRING_TEXT.with(|cache| cache.put(text, ()));
+    unsafe { Value::from_raw(string) }
+}
+
+fn shared_strings() -> rb_sys::VALUE {
+    let made = SHARED_STRINGS.with(|array| *array);
+    if made != 0 {
+        return made;
+    }
+    // SAFETY: GVL held. The Array is registered as a mark root (so it is marked, and pinned,
+    // for the life of the process) before anything else can allocate.
+    let array = unsafe {
+        let array = rb_sys::rb_ary_new_capa(CACHE_WAYS as _);
+        rb_sys::rb_gc_register_mark_object(array);
+        rb_sys::rb_ary_store(
+            array,
+            CACHE_WAYS as std::os::raw::c_long - 1,
+            rb_sys::Qnil as _,
+        );
+        array
+    };
+    SHARED_STRINGS.with(|slot| *slot = array);
+    array
 }
 
 fn frozen_time(timestamp: &Timestamp) -> Value {
