@@ -218,7 +218,7 @@ impl Runtime {
             let (name, payload, wait) = publish_arguments(ruby, args)?;
             let name = state.names.resolve(ruby, name)?;
             if !payload.is_frozen() {
-                payload.freeze();
+                freeze_payload(payload);
             }
             let bus = state.handle.current();
             let bus_key = slot_table::bus_key(&bus);
@@ -519,6 +519,23 @@ fn publish_arguments(ruby: &Ruby, args: &[Value]) -> Result<(Value, RHash, Optio
         (None, None) => ruby.hash_new(),
     };
     Ok((name, payload, wait))
+}
+
+/// Freezes a payload Hash's top level. For an instance of Hash itself this is what
+/// `rb_obj_freeze` does (set the flag; its class is not a singleton class that must freeze
+/// too), without the two calls into libruby; anything else takes the full call.
+#[inline]
+fn freeze_payload(payload: RHash) {
+    let raw = payload.as_raw();
+    // SAFETY: GVL held; `raw` is a live Hash, a heap object with an RBasic header.
+    unsafe {
+        let basic = raw as *mut rb_sys::RBasic;
+        if (*basic).klass == rb_sys::rb_cHash {
+            (*basic).flags |= rb_sys::ruby_fl_type::RUBY_FL_FREEZE as VALUE;
+        } else {
+            rb_sys::rb_obj_freeze(raw);
+        }
+    }
 }
 
 /// `wait:` in seconds; 0 (or nil) means "don't wait".
