@@ -40,8 +40,15 @@ impl SlotTable {
     /// A table that never holds more than `limit` events. The Array starts empty and grows
     /// with occupancy.
     pub fn new(ruby: &Ruby, limit: usize) -> Self {
+        let array = ruby.ary_new();
+        // Every publish stores a young payload into this long-lived Array, and through the
+        // write barrier each store cost about as much as the rest of the slot's work. A
+        // WB-unprotected Array is instead rescanned by every minor GC (a few thousand
+        // entries at most, since the table is bounded) and may be written without barrier.
+        // SAFETY: GVL held; `array` is a live Array this table alone writes to.
+        unsafe { rb_sys::rb_gc_writebarrier_unprotect(array.as_raw()) };
         SlotTable {
-            array: ruby.ary_new().into(),
+            array: array.into(),
             state: GvlCell::new(Slots {
                 free: Vec::new(),
                 allocated: 0,
@@ -88,13 +95,12 @@ impl SlotTable {
         };
         let at = 2 * slot as isize;
         if at + 1 < array.len() as isize {
-            // A reused slot: write in place (with the GC's write barrier), skipping the
-            // checks `store` makes for growth.
+            // A reused slot: write in place, skipping the checks `store` makes for growth.
             // SAFETY: GVL held; the Array is ours, neither frozen nor shared, and `at + 1`
             // is within its length.
             unsafe {
-                rb_sys::RARRAY_ASET(array.as_raw(), at, name.as_raw());
-                rb_sys::RARRAY_ASET(array.as_raw(), at + 1, payload.as_raw());
+                write_unbarriered(array, at, name);
+                write_unbarriered(array, at + 1, payload);
             }
         } else {
             // Payload first, so the Array grows once when a new slot is appended.
@@ -128,10 +134,11 @@ impl SlotTable {
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
         if at + 1 < array.len() as isize {
+            let nil = ruby.qnil().as_value();
             // SAFETY: as in `hold`.
             unsafe {
-                rb_sys::RARRAY_ASET(array.as_raw(), at, rb_sys::Qnil as _);
-                rb_sys::RARRAY_ASET(array.as_raw(), at + 1, rb_sys::Qnil as _);
+                write_unbarriered(array, at, nil);
+                write_unbarriered(array, at + 1, nil);
             }
         }
         self.state.with(|slots| {
@@ -147,4 +154,16 @@ impl SlotTable {
         self.state
             .with(|slots| slots.allocated as usize - slots.free.len())
     }
+}
+
+/// Stores `value` at `at` of the table's Array without the GC's write barrier, which a
+/// WB-unprotected object does not need (see [`SlotTable::new`]).
+///
+/// # Safety
+/// GVL held; `array` is the table's WB-unprotected Array and `at` is within its length. The
+/// storage is looked up here, after any allocation that may have moved it.
+#[inline]
+unsafe fn write_unbarriered(array: RArray, at: isize, value: Value) {
+    let storage = rb_sys::RARRAY_CONST_PTR(array.as_raw()).cast_mut();
+    *storage.offset(at) = value.as_raw();
 }
