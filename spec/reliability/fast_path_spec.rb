@@ -138,6 +138,56 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       expect(slots(runtime)).to eq(0)
     end
 
+    it "goes on with the next handler of the same event after one of three raises, then the rest in order" do
+      runtime = build_runtime(dispatch: :manual)
+      calls = []
+      errors = []
+      runtime.on_error { |error, event| errors << [error.message, event] }
+      runtime.subscribe("many.*") { |name, payload| calls << [:first, name, payload[:n]] }
+      runtime.subscribe("many.*") do |event|
+        raise "second on #{event.payload[:n]}" if event.payload[:n].odd?
+
+        calls << [:second, event.name, event.payload[:n]]
+      end
+      events = []
+      runtime.subscribe("many.*") do |event|
+        events << event
+        calls << [:third, event.name, event.payload[:n]]
+      end
+      names = %w[many.a many.a many.b many.a many.b many.b]
+      names.each_with_index { |name, n| runtime.publish(name, { n: n }) }
+      dispatch_until(runtime, names.size)
+
+      expected = names.each_with_index.flat_map do |name, n|
+        [[:first, name, n], *([[:second, name, n]] if n.even?), [:third, name, n]]
+      end
+      expect(calls).to eq(expected)
+      expect(errors.map(&:first)).to eq(["second on 1", "second on 3", "second on 5"])
+      # on_error got the very Event the one-parameter handlers got: built once per event.
+      expect(errors.map(&:last)).to eq(events.values_at(1, 3, 5))
+      expect(runtime.event_stats).to include(delivered: names.size, handler_errors: 3)
+      expect(slots(runtime)).to eq(0)
+    end
+
+    it "delivers an event whose second of three handlers throws exactly once, and the rest of the batch after it" do
+      runtime = build_runtime(dispatch: :manual)
+      calls = []
+      runtime.subscribe("part.event") { |_name, payload| calls << [:first, payload[:n]] }
+      runtime.subscribe("part.event") do |_name, payload|
+        calls << [:second, payload[:n]]
+        throw :stop if payload[:n] == 1
+      end
+      runtime.subscribe("part.event") { |_name, payload| calls << [:third, payload[:n]] }
+      4.times { |n| runtime.publish("part.event", { n: n }) }
+      catch(:stop) { runtime.dispatch(timeout: 1) }
+      expect(calls).to eq([[:first, 0], [:second, 0], [:third, 0], [:first, 1], [:second, 1]])
+      expect(slots(runtime)).to eq(2)
+      dispatch_until(runtime, 2)
+      expect(calls.drop(5)).to eq([[:first, 2], [:second, 2], [:third, 2], [:first, 3], [:second, 3], [:third, 3]])
+      expect(runtime.event_stats).to include(delivered: 4, pending: 0)
+      expect(slots(runtime)).to eq(0)
+    end
+
     it "gives the rest of the batch back when a handler throws out of manual dispatch" do
       runtime = build_runtime(dispatch: :manual)
       seen = []
