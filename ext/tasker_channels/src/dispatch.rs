@@ -265,6 +265,7 @@ impl Run<'_> {
     }
 
     /// Makes the event at `at` current, or settles it at once when nothing matches.
+    #[inline]
     fn begin(&mut self, fields: EventFields, slot: Option<u32>, matches: Arc<[u32]>) {
         if matches.is_empty() {
             self.counts.unmatched += 1;

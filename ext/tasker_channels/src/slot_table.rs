@@ -94,7 +94,7 @@ impl SlotTable {
             Err(false) => return None,
         };
         let at = 2 * slot as isize;
-        if at + 1 < array.len() as isize {
+        if at + 1 < array_len(array) {
             // A reused slot: write in place, skipping the checks `store` makes for growth.
             // SAFETY: GVL held; the Array is ours, neither frozen nor shared, and `at + 1`
             // is within its length.
@@ -115,7 +115,7 @@ impl SlotTable {
     pub fn get(&self, ruby: &Ruby, slot: u32) -> (Value, Value) {
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
-        if at + 1 >= array.len() as isize {
+        if at + 1 >= array_len(array) {
             // Only a slot dropped by a fork's reset can be out of range.
             return (ruby.qnil().as_value(), ruby.qnil().as_value());
         }
@@ -133,7 +133,7 @@ impl SlotTable {
     pub fn release(&self, ruby: &Ruby, bus: usize, slot: u32) {
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
-        if at + 1 < array.len() as isize {
+        if at + 1 < array_len(array) {
             let nil = ruby.qnil().as_value();
             // SAFETY: as in `hold`.
             unsafe {
@@ -166,4 +166,12 @@ impl SlotTable {
 unsafe fn write_unbarriered(array: RArray, at: isize, value: Value) {
     let storage = rb_sys::RARRAY_CONST_PTR(array.as_raw()).cast_mut();
     *storage.offset(at) = value.as_raw();
+}
+
+/// The Array's length, read in place: magnus' `RArray::len` is a call across crates on
+/// every publish and every release when the build does no cross-crate inlining.
+#[inline(always)]
+fn array_len(array: RArray) -> isize {
+    // SAFETY: GVL held (every caller); `array` is a live Array.
+    unsafe { rb_sys::RARRAY_LEN(array.as_raw()) as isize }
 }
