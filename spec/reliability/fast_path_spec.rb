@@ -116,6 +116,19 @@ RSpec.describe "Fast path: one hop, payloads by reference", :ffi do
       dispatch_until(runtime, 3)
       expect(later).to eq([1, 2])
     end
+    it "stops calling a subscription that an earlier handler of the same event removed" do
+      calls = []
+      third = nil
+      runtime.subscribe("drop.event") do |_name, payload|
+        calls << [:first, payload[:n]]
+        third.unsubscribe if payload[:n].zero?
+      end
+      runtime.subscribe("drop.event") { |_name, payload| calls << [:second, payload[:n]] }
+      third = runtime.subscribe("drop.event") { |_name, payload| calls << [:third, payload[:n]] }
+      2.times { |n| runtime.publish("drop.event", { n: n }) }
+      dispatch_until(runtime, 2)
+      expect(calls).to eq([[:first, 0], [:second, 0], [:first, 1], [:second, 1]])
+    end
   end
 
   describe "supervised delivery" do
