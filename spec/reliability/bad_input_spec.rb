@@ -498,6 +498,20 @@ RSpec.describe "Bad input catalogue" do
       expect(delivered.first).to eq({ "list" => [1, 2], "text" => "before" })
     end
 
+    it "checks a name String again after it was changed in place, whatever name went before" do
+      name = +"probe.mutated"
+      delivered = []
+      subscription = runtime.subscribe("probe.mutated") { |event_name, _payload| delivered << event_name }
+      2.times { runtime.publish(name, {}) }
+      name.replace("not a valid name!")
+      expect { runtime.publish(name, {}) }.to raise_error(ArgumentError)
+      name.replace("probe.mutated")
+      runtime.publish(name, {})
+      expect(eventually { delivered.size == 3 }).to be(true)
+      subscription.unsubscribe
+      expect(delivered).to all(eq("probe.mutated").and(be_frozen))
+    end
+
     it "refuses to publish after shutdown with Tasker::ClosedError, bad input still first" do
       closed = build_runtime
       closed.shutdown(timeout: 5)

@@ -25,12 +25,18 @@ struct Seen {
 
 pub struct NameCache {
     ways: GvlCell<Vec<Option<Seen>>>,
+    /// The interned name `resolve` returned last. A publisher passing that very object again
+    /// (a frozen literal is the interned String itself) gets it back without hashing: it is
+    /// marked here, so no other object can have its address, and it is frozen, so its text
+    /// is still the text that was checked.
+    last: GvlCell<Option<Opaque<Value>>>,
 }
 
 impl Default for NameCache {
     fn default() -> Self {
         NameCache {
             ways: GvlCell::new((0..WAYS).map(|_| None).collect()),
+            last: GvlCell::new(None),
         }
     }
 }
@@ -42,6 +48,9 @@ impl NameCache {
                 marker.mark(seen.name);
             }
         });
+        if let Some(last) = self.last.with(|last| *last) {
+            marker.mark(last);
+        }
     }
 
     /// The interned name handlers get for `name`; `ArgumentError`/`TypeError` for a name
@@ -61,6 +70,12 @@ impl NameCache {
                 }),
             ));
         };
+        let same_as_last = self
+            .last
+            .with(|last| last.is_some_and(|last| ruby.get_inner(last).as_raw() == text.as_raw()));
+        if same_as_last {
+            return Ok(text);
+        }
         // SAFETY: `text` is a live String on this frame; no Ruby call while its bytes are used.
         let bytes = unsafe { string_bytes(text) };
         let way = way_of(bytes);
@@ -71,6 +86,7 @@ impl NameCache {
             _ => None,
         });
         if let Some(hit) = hit {
+            self.last.with(|last| *last = Some(hit));
             return Ok(ruby.get_inner(hit));
         }
         let interned = checked_interned(ruby, text)?;
@@ -84,6 +100,7 @@ impl NameCache {
                 name: interned.into(),
             })
         });
+        self.last.with(|last| *last = Some(interned.into()));
         Ok(interned)
     }
 }
