@@ -8,7 +8,6 @@
 //! into the bus, never wait while holding the GVL, and never block in `Drop`.
 
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Instant, SystemTime};
 
@@ -31,6 +30,7 @@ use crate::conversion::stats::{channel_stats_to_ruby, event_stats_to_ruby};
 use crate::dispatch;
 use crate::errors::{backpressure, guard, send_error_to_ruby, tasker_error};
 use crate::gvl::deadline_from_seconds;
+use crate::gvl_cell::GvlCell;
 use crate::names::NameCache;
 use crate::refusal::FullBuffer;
 use crate::slot_table::{self, SlotTable};
@@ -61,13 +61,35 @@ pub struct State {
     subscribers: Subscribers,
     names: NameCache,
     full_ffi: FullBuffer,
-    /// The bus `publish` last used: a different one means this process is a fork child
-    /// that went through no Ruby fork hook (`Process.daemon`), whose dispatchers must be
-    /// restarted.
-    last_bus: AtomicUsize,
+    /// The bus `publish` last used, read without the handle's atomics (publish holds the
+    /// GVL). Stale means this process is a fork child, which may have gone through no Ruby
+    /// fork hook (`Process.daemon`): its dispatchers must be restarted.
+    published_to: GvlCell<Arc<EventBus>>,
 }
 
 impl State {
+    /// The bus to publish to, and whether it just replaced the one `publish` used before.
+    #[inline]
+    fn publishing_bus(&self) -> (&EventBus, bool) {
+        let (cached, stale) = self
+            .published_to
+            .with(|bus| (Arc::as_ptr(bus), bus.is_stale()));
+        let (bus, replaced) = if stale {
+            let fresh = self.handle.bus();
+            let fresh_ptr = Arc::as_ptr(&fresh);
+            self.published_to.with(|bus| *bus = fresh);
+            (fresh_ptr, true)
+        } else {
+            (cached, false)
+        };
+        // SAFETY: the cache holds a reference to `bus` until it is replaced, which happens
+        // only when the bus has gone stale in a fork child, and the handle keeps every bus it
+        // replaced as stale alive for the life of the process (`BusHandle::rebuild`). So
+        // the bus outlives any use of it, even a publish that is still waiting when a trap
+        // handler forks and publishes again.
+        (unsafe { &*bus }, replaced)
+    }
+
     /// How many published events the slot table holds right now.
     pub fn slots_in_use(&self) -> usize {
         self.slots.occupied()
@@ -169,7 +191,6 @@ impl Runtime {
             // Everything that can be in flight at once: the FFI buffer's events, the batches
             // every dispatcher holds, and one per publisher waiting for room.
             let limit = bus.ffi().capacity() + MAX_DISPATCHERS * BATCH_SIZE + 4096;
-            let first_bus = Arc::as_ptr(&bus) as usize;
             register_live(&handle);
             let state = State {
                 handle,
@@ -177,7 +198,7 @@ impl Runtime {
                 subscribers: Subscribers::default(),
                 names: NameCache::default(),
                 full_ffi: FullBuffer::default(),
-                last_bus: AtomicUsize::new(first_bus),
+                published_to: GvlCell::new(bus),
             };
             // The load ran without the GVL, so another `_setup` may have finished meanwhile;
             // the state that lost is dropped, which closes its bus.
@@ -220,9 +241,9 @@ impl Runtime {
             if !payload.is_frozen() {
                 freeze_payload(payload);
             }
-            let bus = state.handle.current();
-            let bus_key = slot_table::bus_key(&bus);
-            if state.last_bus.swap(bus_key, Ordering::Relaxed) != bus_key {
+            let (bus, replaced) = state.publishing_bus();
+            let bus_key = slot_table::bus_key(bus);
+            if replaced {
                 // A forked child no Ruby hook told about: restart what the parent ran here.
                 let _: Value = self_value.funcall("after_fork_in_child", ())?;
             }
@@ -248,7 +269,7 @@ impl Runtime {
                 slot,
                 published_at: SystemTime::now(),
             };
-            let sent = publish_ref(&bus, event, deadline);
+            let sent = publish_ref(bus, event, deadline);
             let refused = match sent {
                 Ok(Ok(id)) => return Ok(id),
                 Ok(Err(refused)) => state.full_ffi.error(ruby, &refused),

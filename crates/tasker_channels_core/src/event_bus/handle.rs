@@ -50,8 +50,9 @@ impl<P: ProcessIdentity> BusHandle<P> {
     }
 
     /// The live bus. In a forked child the parent's bus has no forwarder task: this builds a
-    /// fresh one (same config, empty channels, event ids from the child's pid) and lets the
-    /// stale one go without joining. A bus closed before the fork stays closed.
+    /// fresh one (same config, empty channels, event ids from the child's pid) and keeps the
+    /// stale one allocated, never joined or freed (see `rebuild`). A bus closed before the
+    /// fork stays closed.
     pub fn bus(&self) -> Arc<EventBus> {
         let bus = self.bus.load_full();
         if !bus.is_stale_in(&self.process) {
@@ -91,6 +92,11 @@ impl<P: ProcessIdentity> BusHandle<P> {
         }
         let previous = self.bus.compare_and_swap(stale, Arc::clone(&fresh));
         if Arc::ptr_eq(&previous, stale) {
+            // The parent's bus stays allocated in this process (its pages are the parent's
+            // copy-on-write ones, and it was never used here): code that borrowed it before
+            // the fork, such as a publish waiting for room when a trap handler forked, may
+            // still read it. One per fork generation.
+            std::mem::forget(previous);
             fresh
         } else {
             // Another thread rebuilt first; use its bus.
