@@ -34,14 +34,28 @@ channel = runtime.channel("worker.command_processor")
 check("channel round trip", Array.new(20) { channel.pop(timeout: 5) },
       Array.new(20) { |n| [n, "value #{n}", { n: n }] })
 
-# Refused input: errors raised, nothing enqueued.
+# Refused input: errors raised, nothing enqueued. Publish checks names and that the payload
+# is a Hash (payloads travel by reference); data crossing into Rust is checked all the way
+# down: a worker channel push and a Rust-emitted event.
 cyclic = {}
 cyclic[:self] = cyclic
-refused = [["", {}], ["ok", { bad: Object.new }], ["ok", cyclic], ["ok", { big: 2**70 }], ["ok", { s: "\xFF" }]]
+refused = [["", {}], ["a..b", {}], [:"", {}], [42, {}], ["ok", [1]], %w[ok text]]
 refused.each do |name, bad|
   runtime.publish(name, bad)
   check("refusal of #{name.inspect}", :accepted, :refused)
 rescue ArgumentError, TypeError, RangeError
+  nil
+end
+[{ bad: Object.new }, cyclic, { big: 2**70 }, { s: "\xFF" }].each do |bad|
+  channel.push(bad)
+  check("channel refusal of #{bad.keys.inspect}", :accepted, :refused)
+rescue ArgumentError, TypeError, RangeError
+  nil
+end
+begin
+  Tasker::Channels::Testing.emit_from_rust(runtime, "memcheck.rust", { bad: Object.new }, count: 1)
+  check("emit refusal", :accepted, :refused)
+rescue TypeError
   nil
 end
 check("refusals enqueue nothing", runtime.event_stats[:published], 100)
