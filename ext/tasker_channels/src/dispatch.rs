@@ -54,8 +54,11 @@ struct LastMatch {
 struct Current {
     fields: EventFields,
     slot: Option<u32>,
-    matches: Arc<[u32]>,
-    /// The next entry of `matches` to call.
+    /// The subscriptions to call: `None` while they are `Run::last`'s (an event becomes
+    /// current only just after `last` was set for its name), so taking an event costs no
+    /// reference-count traffic; `Some` once a table change re-matched them.
+    rematched: Option<Arc<[u32]>>,
+    /// The next entry of the matches to call.
     next: usize,
     /// The id of the last subscription called, to re-match the rest after a table change.
     last_called: u64,
@@ -232,24 +235,25 @@ impl Run<'_> {
         if !subscribers.is_current(&self.list) {
             self.list = subscribers.load();
         }
-        let matches = match &self.last {
+        let unmatched = match &self.last {
             Some(seen)
                 if seen.name.as_raw() == fields.name.as_raw()
                     && seen.generation == self.list.generation =>
             {
-                Arc::clone(&seen.matches)
+                seen.matches.is_empty()
             }
             _ => {
                 let found = subscribers.matching(ruby, &self.list, fields.name, 0)?;
+                let none = found.is_empty();
                 self.last = Some(LastMatch {
                     name: fields.name,
                     generation: self.list.generation,
-                    matches: Arc::clone(&found),
+                    matches: found,
                 });
-                found
+                none
             }
         };
-        self.begin(fields, slot, matches);
+        self.begin(fields, slot, unmatched);
         Ok(())
     }
 
@@ -267,8 +271,8 @@ impl Run<'_> {
     /// Makes the event at `at` current, or settles it at once when nothing matches. Inlined
     /// into both callers: as a call, moving its arguments in cost as much as the work.
     #[inline(always)]
-    fn begin(&mut self, fields: EventFields, slot: Option<u32>, matches: Arc<[u32]>) {
-        if matches.is_empty() {
+    fn begin(&mut self, fields: EventFields, slot: Option<u32>, unmatched: bool) {
+        if unmatched {
             self.counts.unmatched += 1;
             if let Some(slot) = slot {
                 self.tables.slots.release(self.ruby, self.bus_key, slot);
@@ -280,7 +284,7 @@ impl Run<'_> {
         self.current = Some(Current {
             fields,
             slot,
-            matches,
+            rematched: None,
             next: 0,
             last_called: 0,
             event: None,
@@ -303,16 +307,16 @@ impl Run<'_> {
             return false;
         }
         let fields = self.ref_fields(held);
-        let matches = match &self.last {
+        let unmatched = match &self.last {
             Some(seen)
                 if seen.name.as_raw() == fields.name.as_raw()
                     && seen.generation == self.list.generation =>
             {
-                Arc::clone(&seen.matches)
+                seen.matches.is_empty()
             }
             _ => return false,
         };
-        self.begin(fields, Some(held.slot), matches);
+        self.begin(fields, Some(held.slot), unmatched);
         true
     }
 
@@ -324,12 +328,12 @@ impl Run<'_> {
         let Some(current) = self.current.as_mut() else {
             return Ok(());
         };
-        current.matches = subscribers.matching(
+        current.rematched = Some(subscribers.matching(
             self.ruby,
             &self.list,
             current.fields.name,
             current.last_called,
-        )?;
+        )?);
         current.next = 0;
         Ok(())
     }
@@ -413,7 +417,12 @@ impl Run<'_> {
                 }
                 continue;
             };
-            let Some(&index) = current.matches.get(current.next) else {
+            let matches = match (&current.rematched, &self.last) {
+                (Some(rematched), _) => rematched,
+                (None, Some(last)) => &last.matches,
+                (None, None) => unreachable!("an event is current only once `last` is set"),
+            };
+            let Some(&index) = matches.get(current.next) else {
                 if let Some(slot) = current.slot {
                     self.tables.slots.release(ruby, self.bus_key, slot);
                 }

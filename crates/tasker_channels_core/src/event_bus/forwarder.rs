@@ -36,7 +36,7 @@ impl DispatchSender {
         let mut undelivered = UndeliveredUnlessEntered(Some(&self.counters));
         let _entered = self.to.send_async_forever(message).await?;
         undelivered.0 = None;
-        self.dispatch.doorbell.notify_one();
+        self.dispatch.doorbell.ring();
         Ok(())
     }
 
@@ -97,7 +97,7 @@ pub(super) async fn forward_rust_events(
             // monitor, and by the bus as undelivered; `Closed` cannot happen before this
             // forwarder has finished.
             match to.send_async(message).await {
-                Ok(SendOutcome::Sent) => dispatch.doorbell.notify_one(),
+                Ok(SendOutcome::Sent) => dispatch.doorbell.ring(),
                 Ok(SendOutcome::Dropped) | Err(_) => {
                     counters.undelivered_dropped.fetch_add(1, Ordering::Release);
                 }
@@ -109,5 +109,5 @@ pub(super) async fn forward_rust_events(
     // whether the bus is drained, and must not find this forwarder still running.
     running.store(false, Ordering::Release);
     to.close();
-    dispatch.doorbell.notify_waiters();
+    dispatch.doorbell.ring_all();
 }

@@ -2,14 +2,16 @@
 //!
 //! Ruby publishes into `shared.ffi`, which dispatchers read directly (one hop); Rust emits
 //! into `shared.event_publisher`, from which a forwarder task (`forwarder`) moves events into
-//! `worker.in_process_events`, the Rust → Ruby buffer; dispatchers wait on both at once. The
-//! channel monitor's notices become `channel.*` events (`notices`), the bus counts what it
-//! accepted and delivered (`stats`), and [`BusHandle`] keeps a bus usable across `fork`
+//! `worker.in_process_events`, the Rust → Ruby buffer; dispatchers wait on both at once, woken
+//! by one doorbell every writer rings (`doorbell`). The channel monitor's notices become
+//! `channel.*` events (`notices`), the bus counts what it accepted and delivered (`stats`),
+//! and [`BusHandle`] keeps a bus usable across `fork`
 //! (`handle`). This module owns the [`EventBus`] itself: event ids, publishing, the dispatch
 //! side's batches, giving back what an unwinding dispatcher could not deliver, and an orderly
 //! close. It must never call a subscriber itself (subscribers live on the other side of
 //! `next_batch`), never drop an accepted Ruby event, and never wait inside a monitor hook.
 
+mod doorbell;
 mod forwarder;
 mod handle;
 mod notices;
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::Notify;
+use doorbell::Doorbell;
 
 use self::forwarder::forward_rust_events;
 use self::notices::NoticeState;
@@ -87,10 +89,7 @@ pub struct EventBus {
 /// dispatch side rings, and the events a dispatcher gave back when it unwound mid-batch.
 #[derive(Debug)]
 struct DispatchSide {
-    /// tokio's `Notify` hands a wake-up to one waiter and removes it from the waiter list
-    /// itself, so while the woken dispatcher waits for the GVL later rings cost one atomic
-    /// exchange, never another futex wake.
-    doorbell: Notify,
+    doorbell: Doorbell,
     /// Given back by [`EventBus::give_back`], delivered before anything else. Bounded by what
     /// dispatchers can hold at once: only batches already taken are ever given back.
     returned: Mutex<VecDeque<Message>>,
@@ -128,7 +127,7 @@ impl EventBus {
             in_process: find(IN_PROCESS_CHANNEL),
             registry,
             dispatch: Arc::new(DispatchSide {
-                doorbell: Notify::new(),
+                doorbell: Doorbell::default(),
                 returned: Mutex::new(VecDeque::new()),
                 returned_len: AtomicUsize::new(0),
                 turn: AtomicUsize::new(0),
@@ -235,7 +234,7 @@ impl EventBus {
         let outcome = self.ffi.send_with(message, wait)?;
         // Counted by shared.ffi itself, as the event took its place (see `stats`).
         if let SendOutcome::Sent = outcome {
-            self.dispatch.doorbell.notify_one();
+            self.dispatch.doorbell.ring();
         }
         Ok(outcome)
     }
@@ -338,14 +337,26 @@ impl EventBus {
             if taken > 0 {
                 if self.has_queued() {
                     // More than one batch is waiting: let another dispatcher take the next.
-                    self.dispatch.doorbell.notify_one();
+                    self.dispatch.doorbell.ring();
                 }
                 return Ok(taken);
             }
             if self.dispatch_side_finished() {
                 return Err(RecvError::Closed);
             }
-            match wait.block_on(notified) {
+            // Counted asleep, then one last look: a write that came before the count is
+            // found here, one after it rings.
+            self.dispatch.doorbell.going_to_sleep();
+            let taken = self.take_ready(batch, max);
+            if taken > 0 {
+                self.dispatch.doorbell.woke_unrung();
+                return Ok(taken);
+            }
+            let woken = wait.block_on(notified);
+            if woken.is_err() {
+                self.dispatch.doorbell.woke_unrung();
+            }
+            match woken {
                 Ok(()) => {}
                 Err(WaitStopped::TimedOut) => {
                     let taken = self.take_ready(batch, max);
@@ -431,7 +442,7 @@ impl EventBus {
             .returned_len
             .store(returned.len(), Ordering::Release);
         drop(returned);
-        self.dispatch.doorbell.notify_one();
+        self.dispatch.doorbell.ring();
     }
 
     /// Records what the dispatch side did with (part of) a batch it took. A dispatcher must
@@ -464,7 +475,7 @@ impl EventBus {
             self.in_process.close();
         }
         // Idle dispatchers re-check, so they see the end once the rest is taken.
-        self.dispatch.doorbell.notify_waiters();
+        self.dispatch.doorbell.ring_all();
     }
 
     /// True once `close_intake` was called.
@@ -770,6 +781,54 @@ mod tests {
         assert!(seen
             .iter()
             .any(|m| matches!(m, Message::Event(e) if e.source == EventSource::Ruby)));
+    }
+
+    /// Two dispatchers fall asleep before every event, and each event is published only
+    /// once the one before was taken: a ring lost between a dispatcher's last look and its
+    /// wait leaves that event unseen, which fails the test after two seconds.
+    #[test]
+    fn no_ring_is_lost_while_dispatchers_fall_asleep() {
+        const EVENTS: u64 = 5_000;
+        let bus = small_bus();
+        let taken = Arc::new(AtomicU64::new(0));
+        let dispatchers: Vec<_> = (0..2)
+            .map(|_| {
+                let (bus, taken) = (Arc::clone(&bus), Arc::clone(&taken));
+                std::thread::spawn(move || loop {
+                    let deadline = Some(Instant::now() + Duration::from_secs(30));
+                    match bus.next_batch(4, RecvWait::deadline(deadline)) {
+                        // The monitor's notices about the tiny buffers travel too.
+                        Ok(batch) => taken.fetch_add(
+                            batch
+                                .iter()
+                                .filter(
+                                    |m| matches!(m, Message::Event(e) if &*e.name == "load.event"),
+                                )
+                                .count() as u64,
+                            Ordering::SeqCst,
+                        ),
+                        Err(RecvError::Closed) => return,
+                        Err(other) => panic!("unexpected {other:?}"),
+                    };
+                })
+            })
+            .collect();
+        for seq in 0..EVENTS {
+            publish(&bus, seq as i64).unwrap();
+            let give_up = Instant::now() + Duration::from_secs(2);
+            while taken.load(Ordering::SeqCst) <= seq {
+                assert!(
+                    Instant::now() < give_up,
+                    "event {seq} unseen for 2 s: a ring was lost"
+                );
+                std::thread::yield_now();
+            }
+        }
+        bus.close_intake();
+        for dispatcher in dispatchers {
+            dispatcher.join().unwrap();
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), EVENTS);
     }
 
     #[test]
