@@ -307,24 +307,14 @@ impl<T> MonitoredChannel<T> {
     }
 
     pub(super) fn take_up_to(&self, batch: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
-        let queue = &self.shared.queue;
-        let mut taken = 0;
-        while taken < max {
-            match queue.pop() {
-                Ok(msg) => {
-                    if taken == 0 {
-                        batch.reserve(queue.len().min(max - 1) + 1);
-                    }
-                    batch.push(msg);
-                    taken += 1;
-                }
-                Err(PopError::Empty) if taken == 0 => return Err(RecvError::Empty),
-                Err(PopError::Closed) if taken == 0 => return Err(RecvError::Closed),
-                Err(_) => break,
+        match self.shared.queue.pop_batch(batch, max) {
+            Ok(taken) => {
+                self.took(taken);
+                Ok(taken)
             }
+            Err(PopError::Empty) => Err(RecvError::Empty),
+            Err(PopError::Closed) => Err(RecvError::Closed),
         }
-        self.took(taken);
-        Ok(taken)
     }
 
     /// Wakes as many waiting senders as messages were taken, and lets the watch re-arm.
