@@ -2,8 +2,8 @@
 //!
 //! Owns the messages of one channel and the bound on how many there may be. It allocates
 //! room in blocks as it fills and frees each block once every message in it has been taken
-//! (keeping one spare to reuse), so a new queue of any capacity holds no block and a
-//! drained one at most two. It must never hold more than its capacity, never allocate for
+//! (keeping up to two spares to reuse), so a new queue of any capacity holds no block and a
+//! drained one at most three. It must never hold more than its capacity, never allocate for
 //! capacity nobody uses, and never wait for room or messages: waiting, policies and
 //! counting are the channel's job.
 //!
@@ -31,9 +31,10 @@
 //!
 //! A pop marks its slot read. The pop that takes the last slot of a block frees every block
 //! whose slots are all read, oldest first (one thread at a time); a block with a pop still
-//! reading is freed at the next block's end instead. One freed block is kept as a spare for
-//! the next block needed, so a queue going round at steady occupancy neither allocates nor
-//! frees; slot states carry their block's number, so a reused block needs no reset. The
+//! reading is freed at the next block's end instead. Up to two freed blocks are kept as
+//! spares for the next blocks needed, so a queue going round at steady occupancy neither
+//! allocates nor frees (with one, a consumer that finished two blocks before the producer
+//! needed the next freed one of them, and the producer allocated again); slot states carry their block's number, so a reused block needs no reset. The
 //! table holds one block more than the capacity needs, so a push that reaches a table entry
 //! whose previous block is still there only ever waits for pops already under way, never
 //! for new ones.
@@ -98,14 +99,16 @@ struct End {
     other_seen: AtomicU64,
 }
 
-/// Whose turn it is to free blocks, the oldest block not yet freed, and one freed block
-/// kept for the next block needed (0: none), so a queue going round neither allocates nor
-/// frees.
+/// Whose turn it is to free blocks, the oldest block not yet freed, and freed blocks kept
+/// for the next blocks needed (0: none), so a queue going round neither allocates nor frees.
 struct Reclaim {
     busy: AtomicBool,
     next_block: AtomicU64,
-    spare: AtomicUsize,
+    spares: [AtomicUsize; SPARE_BLOCKS],
 }
+
+/// How many freed blocks a queue keeps for reuse.
+const SPARE_BLOCKS: usize = 2;
 
 /// A bounded MPMC queue that allocates in blocks as it fills; see the module docs.
 pub(crate) struct BlockQueue<T> {
@@ -167,7 +170,7 @@ impl<T> BlockQueue<T> {
             reclaim: CacheLine(Reclaim {
                 busy: AtomicBool::new(false),
                 next_block: AtomicU64::new(0),
-                spare: AtomicUsize::new(0),
+                spares: [const { AtomicUsize::new(0) }; SPARE_BLOCKS],
             }),
             table: zeroed_table(table_len),
             capacity,
@@ -529,11 +532,15 @@ impl<T> BlockQueue<T> {
             .expect("a block's size fits in memory")
     }
 
-    /// The spare block if there is one, else a new one.
+    /// A spare block if there is one, else a new one.
     fn allocate_block(&self) -> *mut Slot<T> {
-        let spare = self.reclaim.0.spare.swap(0, Acquire);
-        if spare != 0 {
-            return spare as *mut Slot<T>;
+        for spare in &self.reclaim.0.spares {
+            if spare.load(Relaxed) != 0 {
+                let block = spare.swap(0, Acquire);
+                if block != 0 {
+                    return block as *mut Slot<T>;
+                }
+            }
         }
         let layout = self.block_layout();
         // SAFETY: the layout has a non-zero size (a slot holds at least its state).
@@ -545,19 +552,20 @@ impl<T> BlockQueue<T> {
         block.cast()
     }
 
-    /// Keeps `block` as the spare if there is none, else frees it.
+    /// Keeps `block` as a spare if there is room for one, else frees it.
     ///
     /// SAFETY: `block` came from `allocate_block`, holds no unread message, and no other
     /// thread can reach it.
     unsafe fn retire_block(&self, block: *mut Slot<T>) {
-        let kept = self
-            .reclaim
-            .0
-            .spare
-            .compare_exchange(0, block as usize, Release, Relaxed);
-        if kept.is_err() {
-            self.free_block(block);
+        for spare in &self.reclaim.0.spares {
+            if spare
+                .compare_exchange(0, block as usize, Release, Relaxed)
+                .is_ok()
+            {
+                return;
+            }
         }
+        self.free_block(block);
     }
 
     /// SAFETY: as for [`retire_block`](Self::retire_block).
@@ -590,10 +598,12 @@ impl<T> Drop for BlockQueue<T> {
             // SAFETY: as above; the block is dropped with its entry.
             unsafe { self.free_block(slots) };
         }
-        let spare = *self.reclaim.0.spare.get_mut();
-        if spare != 0 {
-            // SAFETY: the spare holds no message and nothing else refers to it.
-            unsafe { self.free_block(spare as *mut Slot<T>) };
+        let spares = self.reclaim.0.spares.each_mut().map(|spare| *spare.get_mut());
+        for spare in spares {
+            if spare != 0 {
+                // SAFETY: a spare holds no message and nothing else refers to it.
+                unsafe { self.free_block(spare as *mut Slot<T>) };
+            }
         }
     }
 }
@@ -863,7 +873,7 @@ mod tests {
 
     /// Large messages make blocks of 32 slots, so producers and consumers cross a block end
     /// every few messages and go round a small table all the time: installing, freeing,
-    /// reusing the spare and waiting for a previous round's block all happen under
+    /// reusing spares and waiting for a previous round's block all happen under
     /// contention. Every message comes out once, intact.
     #[test]
     fn large_messages_cross_block_ends_under_contention() {

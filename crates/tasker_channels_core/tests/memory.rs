@@ -144,11 +144,11 @@ fn memory_grows_with_what_is_queued_and_is_given_back_as_it_drains() {
         assert_eq!(ch.try_recv(), Ok(i));
     }
     let left = live_bytes().saturating_sub(empty);
-    // The block the next message goes into stays, and one freed block is kept to reuse;
+    // The block the next message goes into stays, and two freed blocks are kept to reuse;
     // every other block is freed. The allocation counter is the process's: a few bytes of
     // slack for what the logging machinery allocates on first use meanwhile.
     assert!(
-        left <= 2 * BLOCK + 1024,
+        left <= 3 * BLOCK + 1024,
         "a drained channel still holds {left} bytes"
     );
 }
