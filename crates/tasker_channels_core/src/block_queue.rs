@@ -598,7 +598,12 @@ impl<T> Drop for BlockQueue<T> {
             // SAFETY: as above; the block is dropped with its entry.
             unsafe { self.free_block(slots) };
         }
-        let spares = self.reclaim.0.spares.each_mut().map(|spare| *spare.get_mut());
+        let spares = self
+            .reclaim
+            .0
+            .spares
+            .each_mut()
+            .map(|spare| *spare.get_mut());
         for spare in spares {
             if spare != 0 {
                 // SAFETY: a spare holds no message and nothing else refers to it.
