@@ -34,10 +34,10 @@
 //! reading is freed at the next block's end instead. Up to two freed blocks are kept as
 //! spares for the next blocks needed, so a queue going round at steady occupancy neither
 //! allocates nor frees (with one, a consumer that finished two blocks before the producer
-//! needed the next freed one of them, and the producer allocated again); slot states carry their block's number, so a reused block needs no reset. The
-//! table holds one block more than the capacity needs, so a push that reaches a table entry
-//! whose previous block is still there only ever waits for pops already under way, never
-//! for new ones.
+//! needed the next freed one of them, and the producer allocated again); slot states carry
+//! their block's number, so a reused block needs no reset. The table holds one block more
+//! than the capacity needs, so a push that reaches a table entry whose previous block is
+//! still there only ever waits for pops already under way, never for new ones.
 
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::cell::UnsafeCell;

@@ -55,7 +55,8 @@ struct Current {
     fields: EventFields,
     slot: Option<u32>,
     /// The subscriptions to call: `None` while they are `Run::last`'s (an event becomes
-    /// current only just after `last` was set for its name), so taking an event costs no
+    /// current only when `last` holds the matches of its name in the table in use, and
+    /// `last` changes only while no event is current), so taking an event costs no
     /// reference-count traffic; `Some` once a table change re-matched them.
     rematched: Option<Arc<[u32]>>,
     /// The next entry of the matches to call.

@@ -542,21 +542,11 @@ fn publish_arguments(ruby: &Ruby, args: &[Value]) -> Result<(Value, RHash, Optio
     Ok((name, payload, wait))
 }
 
-/// Freezes a payload Hash's top level. For an instance of Hash itself this is what
-/// `rb_obj_freeze` does (set the flag; its class is not a singleton class that must freeze
-/// too), without the two calls into libruby; anything else takes the full call.
+/// Freezes a payload Hash's top level (a subclass or singleton takes the full call).
 #[inline]
 fn freeze_payload(payload: RHash) {
-    let raw = payload.as_raw();
-    // SAFETY: GVL held; `raw` is a live Hash, a heap object with an RBasic header.
-    unsafe {
-        let basic = raw as *mut rb_sys::RBasic;
-        if (*basic).klass == rb_sys::rb_cHash {
-            (*basic).flags |= rb_sys::ruby_fl_type::RUBY_FL_FREEZE as VALUE;
-        } else {
-            rb_sys::rb_obj_freeze(raw);
-        }
-    }
+    // SAFETY: GVL held; `payload` is a live Hash, checked against Hash itself.
+    unsafe { crate::conversion::freeze_instance_of(payload.as_raw(), rb_sys::rb_cHash) }
 }
 
 /// `wait:` in seconds; 0 (or nil) means "don't wait".

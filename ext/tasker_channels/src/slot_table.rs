@@ -131,6 +131,15 @@ impl SlotTable {
     /// Lets go of `slot`'s name and payload and makes it free for the next event.
     #[inline]
     pub fn release(&self, ruby: &Ruby, bus: usize, slot: u32) {
+        // A slot of a bus from before a fork was already dropped with the rest, and its index
+        // may hold a child's event by now (a publish that waited across a fork, in a trap
+        // handler, gives up in the child): leave it alone.
+        let current = self
+            .state
+            .with(|slots| slots.bus == bus && slot < slots.allocated);
+        if !current {
+            return;
+        }
         let array = ruby.get_inner(self.array);
         let at = 2 * slot as isize;
         if at + 1 < array_len(array) {
@@ -141,12 +150,7 @@ impl SlotTable {
                 write_unbarriered(array, at + 1, nil);
             }
         }
-        self.state.with(|slots| {
-            // A slot of a bus from before a fork was already dropped with the rest.
-            if slots.bus == bus && slot < slots.allocated {
-                slots.free.push(slot);
-            }
-        });
+        self.state.with(|slots| slots.free.push(slot));
     }
 
     /// How many slots hold an event right now.

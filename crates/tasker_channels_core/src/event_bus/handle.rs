@@ -93,9 +93,9 @@ impl<P: ProcessIdentity> BusHandle<P> {
         let previous = self.bus.compare_and_swap(stale, Arc::clone(&fresh));
         if Arc::ptr_eq(&previous, stale) {
             // The parent's bus stays allocated in this process (its pages are the parent's
-            // copy-on-write ones, and it was never used here): code that borrowed it before
-            // the fork, such as a publish waiting for room when a trap handler forked, may
-            // still read it. One per fork generation.
+            // copy-on-write ones, and nothing here delivers from it): code that borrowed it
+            // before the fork, such as a publish waiting for room when a trap handler forked,
+            // may still read it. One per fork generation.
             std::mem::forget(previous);
             fresh
         } else {

@@ -390,7 +390,7 @@ impl EventBus {
 
     fn take_queued(&self, batch: &mut Vec<Message>, max: usize) -> usize {
         let mut taken = 0;
-        if self.dispatch.returned_len.load(Ordering::Acquire) > 0 {
+        if self.dispatch.returned_len.load(Ordering::SeqCst) > 0 {
             let mut returned = lock(&self.dispatch.returned);
             while taken < max {
                 let Some(message) = returned.pop_front() else {
@@ -401,7 +401,7 @@ impl EventBus {
             }
             self.dispatch
                 .returned_len
-                .store(returned.len(), Ordering::Release);
+                .store(returned.len(), Ordering::SeqCst);
         }
         let ffi_first = self.dispatch.turn.fetch_add(1, Ordering::Relaxed) % 2 == 0;
         let (first, second) = if ffi_first {
@@ -418,7 +418,7 @@ impl EventBus {
     }
 
     fn has_queued(&self) -> bool {
-        self.dispatch.returned_len.load(Ordering::Acquire) > 0
+        self.dispatch.returned_len.load(Ordering::SeqCst) > 0
             || !self.ffi.is_empty()
             || !self.in_process.is_empty()
     }
@@ -440,7 +440,9 @@ impl EventBus {
         self.counters.in_flight.fetch_sub(count, Ordering::Relaxed);
         self.dispatch
             .returned_len
-            .store(returned.len(), Ordering::Release);
+            // SeqCst like the queues' claims: the doorbell's sleeper count and this are the
+            // two sides of its "the writer or the sleeper sees the other".
+            .store(returned.len(), Ordering::SeqCst);
         drop(returned);
         self.dispatch.doorbell.ring();
     }

@@ -53,10 +53,8 @@ pub fn build(ruby: &Ruby, fields: &EventFields) -> Value {
         for (index, value) in values.iter().enumerate() {
             rb_sys::rb_struct_aset(event, rb_sys::LONG2FIX(index as _), value.as_raw());
         }
-        // What `rb_obj_freeze` does for an object whose class is no singleton class (this
-        // one was just made from Event itself): set the flag, without two calls into
-        // libruby per event.
-        (*(event as *mut rb_sys::RBasic)).flags |= rb_sys::ruby_fl_type::RUBY_FL_FREEZE as VALUE;
+        // Just made from Event itself, so its class is no singleton class.
+        super::freeze_instance_of(event, class.as_raw());
         Value::from_raw(event)
     }
 }
