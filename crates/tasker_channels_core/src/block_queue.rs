@@ -284,19 +284,7 @@ impl<T> BlockQueue<T> {
         let head_end = &self.head.0;
         let mut head = head_end.index.load(SeqCst);
         loop {
-            if head >= head_end.other_seen.load(Relaxed) {
-                let tail = self.tail.0.index.load(SeqCst);
-                let tail_index = tail & !CLOSED;
-                head_end.other_seen.store(tail_index, Relaxed);
-                // `head` was read before `tail`, so equal means empty when `tail` was read.
-                if head >= tail_index {
-                    return Err(if tail & CLOSED != 0 {
-                        PopError::Closed
-                    } else {
-                        PopError::Empty
-                    });
-                }
-            }
+            self.queued_to(head)?;
             match head_end
                 .index
                 .compare_exchange_weak(head, head + 1, SeqCst, SeqCst)
@@ -309,6 +297,30 @@ impl<T> BlockQueue<T> {
         Ok(unsafe { self.take(head) })
     }
 
+    /// How far messages are queued as seen from `head`: the cached tail while `head` is
+    /// below it, else the tail read afresh (and cached); `Err` when nothing is queued at
+    /// `head`.
+    #[inline]
+    fn queued_to(&self, head: u64) -> Result<u64, PopError> {
+        let head_end = &self.head.0;
+        let cached = head_end.other_seen.load(Relaxed);
+        if head < cached {
+            return Ok(cached);
+        }
+        let tail = self.tail.0.index.load(SeqCst);
+        let tail_index = tail & !CLOSED;
+        head_end.other_seen.store(tail_index, Relaxed);
+        // `head` was read before `tail`, so equal means empty when `tail` was read.
+        if head >= tail_index {
+            return Err(if tail & CLOSED != 0 {
+                PopError::Closed
+            } else {
+                PopError::Empty
+            });
+        }
+        Ok(tail_index)
+    }
+
     /// Appends up to `max` messages to `batch` in queue order; returns how many. The whole
     /// run is claimed in one step, so a consumer emptying a busy queue pays one contended
     /// exchange per batch instead of one per message.
@@ -319,20 +331,7 @@ impl<T> BlockQueue<T> {
         let head_end = &self.head.0;
         let mut head = head_end.index.load(SeqCst);
         loop {
-            let mut queued_to = head_end.other_seen.load(Relaxed);
-            if head >= queued_to {
-                let tail = self.tail.0.index.load(SeqCst);
-                queued_to = tail & !CLOSED;
-                head_end.other_seen.store(queued_to, Relaxed);
-                // `head` was read before `tail`, so equal means empty when `tail` was read.
-                if head >= queued_to {
-                    return Err(if tail & CLOSED != 0 {
-                        PopError::Closed
-                    } else {
-                        PopError::Empty
-                    });
-                }
-            }
+            let queued_to = self.queued_to(head)?;
             let claim = (queued_to - head).min(max as u64);
             match head_end
                 .index

@@ -236,14 +236,9 @@ impl Run<'_> {
         if !subscribers.is_current(&self.list) {
             self.list = subscribers.load();
         }
-        let unmatched = match &self.last {
-            Some(seen)
-                if seen.name.as_raw() == fields.name.as_raw()
-                    && seen.generation == self.list.generation =>
-            {
-                seen.matches.is_empty()
-            }
-            _ => {
+        let unmatched = match self.known_unmatched(fields.name) {
+            Some(unmatched) => unmatched,
+            None => {
                 let found = subscribers.matching(ruby, &self.list, fields.name, 0)?;
                 let none = found.is_empty();
                 self.last = Some(LastMatch {
@@ -256,6 +251,21 @@ impl Run<'_> {
         };
         self.begin(fields, slot, unmatched);
         Ok(())
+    }
+
+    /// Whether `name` matches nothing, when `last` already holds its matches in the table in
+    /// use; `None` when they must be looked up.
+    #[inline]
+    fn known_unmatched(&self, name: Value) -> Option<bool> {
+        match &self.last {
+            Some(seen)
+                if seen.name.as_raw() == name.as_raw()
+                    && seen.generation == self.list.generation =>
+            {
+                Some(seen.matches.is_empty())
+            }
+            _ => None,
+        }
     }
 
     fn ref_fields(&self, held: tasker_channels_core::EventRef) -> EventFields {
@@ -308,14 +318,8 @@ impl Run<'_> {
             return false;
         }
         let fields = self.ref_fields(held);
-        let unmatched = match &self.last {
-            Some(seen)
-                if seen.name.as_raw() == fields.name.as_raw()
-                    && seen.generation == self.list.generation =>
-            {
-                seen.matches.is_empty()
-            }
-            _ => return false,
+        let Some(unmatched) = self.known_unmatched(fields.name) else {
+            return false;
         };
         self.begin(fields, Some(held.slot), unmatched);
         true
