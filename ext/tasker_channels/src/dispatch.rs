@@ -204,12 +204,10 @@ impl Run<'_> {
         let (fields, slot) = match self.batch[self.at] {
             Message::Ref(held) => (self.ref_fields(held), Some(held.slot)),
             Message::Event(ref event) => {
-                // Producers mostly share one name among their events: the pointer says so
-                // before the text has to.
+                // Producers mostly share one name among their events, and comparing two
+                // `Arc<str>`s looks at the pointers before the text.
                 let name = match &self.last_rust_name {
-                    Some((text, name)) if Arc::ptr_eq(text, &event.name) || *text == event.name => {
-                        *name
-                    }
+                    Some((text, name)) if *text == event.name => *name,
                     _ => {
                         let name = event_object::interned_str(&event.name);
                         self.last_rust_name = Some((Arc::clone(&event.name), name));
@@ -437,7 +435,7 @@ impl Run<'_> {
             };
             let entry = &self.list.entries[index as usize];
             let (handler, shape, id) = (ruby.get_inner(entry.handler), entry.shape, entry.id);
-            let arguments = match shape {
+            let (arguments, argc) = match shape {
                 Shape::Event => {
                     let event = match current.event {
                         Some(event) => event,
@@ -449,12 +447,15 @@ impl Run<'_> {
                             event
                         }
                     };
-                    [event.as_raw(), rb_sys::Qnil as VALUE]
+                    ([event.as_raw(), rb_sys::Qnil as VALUE], 1)
                 }
-                Shape::NameAndPayload => [
-                    current.fields.name.as_raw(),
-                    current.fields.payload.as_raw(),
-                ],
+                Shape::NameAndPayload => (
+                    [
+                        current.fields.name.as_raw(),
+                        current.fields.payload.as_raw(),
+                    ],
+                    2,
+                ),
             };
             // Building the Event may have run the GC, and a handler may have subscribed or
             // unsubscribed: a stale table's handlers are no longer marked.
@@ -464,10 +465,6 @@ impl Run<'_> {
             let current = self.current.as_mut().expect("current");
             current.last_called = id;
             current.next += 1;
-            let argc = match shape {
-                Shape::Event => 1,
-                Shape::NameAndPayload => 2,
-            };
             self.in_handler = true;
             settle(self);
             // SAFETY: GVL held; `handler` is a Proc (checked at subscribe) of the current

@@ -134,9 +134,13 @@ impl SlotTable {
         // A slot of a bus from before a fork was already dropped with the rest, and its index
         // may hold a child's event by now (a publish that waited across a fork, in a trap
         // handler, gives up in the child): leave it alone.
-        let current = self
-            .state
-            .with(|slots| slots.bus == bus && slot < slots.allocated);
+        let current = self.state.with(|slots| {
+            let current = slots.bus == bus && slot < slots.allocated;
+            if current {
+                slots.free.push(slot);
+            }
+            current
+        });
         if !current {
             return;
         }
@@ -150,7 +154,6 @@ impl SlotTable {
                 write_unbarriered(array, at + 1, nil);
             }
         }
-        self.state.with(|slots| slots.free.push(slot));
     }
 
     /// How many slots hold an event right now.

@@ -482,14 +482,24 @@ impl<V: Copy> TextCache<V> {
     }
 
     fn get(&self, text: &str) -> Option<V> {
-        match &self.ways[Self::way(text)] {
+        self.get_at(Self::way(text), text)
+    }
+
+    /// [`get`](Self::get) when the caller already has `text`'s way.
+    fn get_at(&self, way: usize, text: &str) -> Option<V> {
+        match &self.ways[way] {
             Some((cached, value)) if &**cached == text => Some(*value),
             _ => None,
         }
     }
 
     fn put(&mut self, text: &str, value: V) {
-        self.ways[Self::way(text)] = Some((text.into(), value));
+        self.put_at(Self::way(text), text, value);
+    }
+
+    /// [`put`](Self::put) when the caller already has `text`'s way.
+    fn put_at(&mut self, way: usize, text: &str, value: V) {
+        self.ways[way] = Some((text.into(), value));
     }
 }
 
@@ -522,12 +532,15 @@ fn frozen_string(text: &str) -> Value {
     let strings = shared_strings();
     // SAFETY (both blocks): GVL held; `strings` is the live Array of CACHE_WAYS entries, and
     // an entry is a frozen String whenever the text cache holds its text.
-    if SHARED_STRING_TEXT.with(|cache| cache.get(text)).is_some() {
+    if SHARED_STRING_TEXT
+        .with(|cache| cache.get_at(way, text))
+        .is_some()
+    {
         return unsafe { Value::from_raw(rb_sys::rb_ary_entry(strings, way as _)) };
     }
     let string = fresh();
     unsafe { rb_sys::rb_ary_store(strings, way as _, string) };
-    SHARED_STRING_TEXT.with(|cache| cache.put(text, ()));
+    SHARED_STRING_TEXT.with(|cache| cache.put_at(way, text, ()));
     unsafe { Value::from_raw(string) }
 }
 
